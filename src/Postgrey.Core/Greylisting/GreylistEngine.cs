@@ -1,0 +1,265 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Postgrey.Core.Protocol;
+using Postgrey.Core.Storage;
+using Postgrey.Core.Whitelists;
+
+namespace Postgrey.Core.Greylisting;
+
+/// <summary>
+/// postgrey's <c>smtpd_access_policy</c>: whitelists, auto-whitelist, triplet, delay, answer.
+/// The read-modify-write runs in the store (<see cref="GreylistDecision"/>); everything around it
+/// (validation, whitelists, texts, logging) happens here, and the answer is returned only after
+/// the store has committed.
+/// </summary>
+public sealed partial class GreylistEngine
+{
+    public const string Dunno = "DUNNO";
+
+    /// <summary>The logger category of the decision lines: postgrey's ident.</summary>
+    public const string DecisionLogCategory = "postgrey";
+
+    private static readonly Func<IGreylistTransaction, DecisionInput, DecisionOutcome> DecideInStore = GreylistDecision.Decide;
+
+    private readonly IGreylistStore _store;
+    private readonly WhitelistProvider _whitelists;
+    private readonly GreylistOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly ILogger _decisions;
+    private readonly InstanceMemory _instances;
+
+    public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(whitelists);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(time);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        _store = store;
+        _whitelists = whitelists;
+        _options = options;
+        _time = time;
+        _logger = loggerFactory.CreateLogger<GreylistEngine>();
+        _decisions = loggerFactory.CreateLogger(DecisionLogCategory);
+        _instances = new InstanceMemory(options.InstanceMemory);
+    }
+
+    /// <summary>Decides one request and returns the action text (what follows <c>action=</c>).</summary>
+    public async ValueTask<string> DecideAsync(PolicyRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (!string.Equals(request.Request, "smtpd_access_policy", StringComparison.Ordinal))
+        {
+            // postgrey sends no answer at all here and leaves Postfix to time out.
+            Log.UnrecognizedRequest(_logger, LogText.Escape(request.Request ?? ""));
+            return Dunno;
+        }
+
+        long now = Now(request);
+
+        string? missingAttribute =
+            request.ClientAddress is null ? "client_address"
+            : request.ClientName is null ? "client_name"
+            : request.Recipient is null ? "recipient"
+            : request.Sender is null ? "sender"
+            : null;
+        if (missingAttribute is not null)
+        {
+            Log.AttributeMissing(_logger, missingAttribute);
+            return Dunno;
+        }
+        string clientName = request.ClientName!;
+        string recipient = request.Recipient!;
+        string sender = request.Sender!;
+
+        if (!ClientAddress.TryParse(request.ClientAddress, out IPAddress address))
+        {
+            // postgrey 1.37 dies here and takes mail down with it.
+            Log.BadClientAddress(_logger, LogText.Escape(request.ClientAddress!));
+            return Dunno;
+        }
+
+        WhitelistSet whitelists = _whitelists.Current;
+        if (whitelists.Clients.MatchesName(clientName) || whitelists.Clients.MatchesAddress(address))
+        {
+            LogAction(request, "pass", "client whitelist");
+            return Dunno;
+        }
+        if (whitelists.Recipients.Matches(recipient))
+        {
+            LogAction(request, "pass", "recipient whitelist");
+            return Dunno;
+        }
+
+        var input = new DecisionInput(
+            TripletKey.Build(address, sender, recipient, _options),
+            _options.AutoWhitelistClients > 0 ? TripletKey.ClientKey(address, _options) : null,
+            now,
+            _options.DelaySeconds,
+            _options.RetryWindowSeconds,
+            _options.AutoWhitelistClients);
+
+        DecisionOutcome outcome;
+        try
+        {
+            outcome = await _store.ExecuteAsync(input, DecideInStore, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception ex)
+        {
+            // Never hold mail hostage to a broken database: let Postfix go on without us.
+            Log.StoreFailed(_logger, ex);
+            return Dunno;
+        }
+
+        return Answer(request, address, now, outcome);
+    }
+
+    private string Answer(PolicyRequest request, IPAddress address, long now, DecisionOutcome outcome)
+    {
+        if (outcome.Kind == DecisionKind.ClientAwl)
+        {
+            LogAction(request, "pass", "client AWL");
+            return Dunno;
+        }
+        if (outcome.CorrectedFutureFirstSeen)
+        {
+            Log.CorrectedFutureFirstSeen(_decisions);
+        }
+        if (outcome.ReachedAutoWhitelist)
+        {
+            string client = IsTrue(request.ClientName)
+                ? request.ClientName + "[" + ClientAddress.Format(address) + "]"
+                : ClientAddress.Format(address);
+            Log.Whitelisted(_decisions, LogText.Escape(client));
+        }
+
+        string recipient = request.Recipient!;
+        if (outcome.Kind == DecisionKind.Greylist)
+        {
+            string missing = outcome.Missing.ToString(CultureInfo.InvariantCulture);
+            LogAction(request, "greylist", outcome.FirstSeen == now ? "new" : "early-retry (" + missing + "s missing)");
+            return _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
+        }
+
+        if (!outcome.LastWasSuccessful && _instances.IsNew(request.Instance))
+        {
+            string waited = (now - outcome.FirstSeen).ToString(CultureInfo.InvariantCulture);
+            LogAction(request, "pass", "triplet found", "delay=" + waited);
+            return "PREPEND " + Header(waited);
+        }
+
+        LogAction(request, "pass", "triplet found");
+        return Dunno;
+    }
+
+    /// <summary>--greylist-text with the 4.2.0 prefix (Postfix 2.3+, which sends etrn_domain, and a
+    /// text not starting with a digit), then the first %s and the first %r replaced.</summary>
+    internal string GreylistText(bool hasEtrnDomain, string missing, string recipient)
+    {
+        string text = _options.GreylistText;
+        if (hasEtrnDomain && !(text.Length > 0 && char.IsAsciiDigit(text[0])))
+        {
+            text = "4.2.0 " + text;
+        }
+        text = ReplaceFirst(text, "%s", missing);
+        int at = recipient.LastIndexOf('@');
+        return ReplaceFirst(text, "%r", at >= 0 ? recipient[(at + 1)..] : recipient);
+    }
+
+    /// <summary>--x-greylist-header with %t, %v, %d, %h replaced (first occurrence each, in that order).</summary>
+    internal string Header(string waited)
+    {
+        string text = ReplaceFirst(_options.XGreylistHeader, "%t", waited);
+        text = ReplaceFirst(text, "%v", VersionInfo.PostgreyCompatible);
+        text = ReplaceFirst(text, "%d", PostgreyDate.Format(_time.GetUtcNow(), _time.LocalTimeZone));
+        return ReplaceFirst(text, "%h", _options.Hostname);
+    }
+
+    private long Now(PolicyRequest request)
+    {
+        if (_options.AllowTestTime && request.PolicyTestTime is { } testTime
+            && long.TryParse(testTime, NumberStyles.None, CultureInfo.InvariantCulture, out long seconds))
+        {
+            return seconds;
+        }
+        return _time.GetUtcNow().ToUnixTimeSeconds();
+    }
+
+    private static string ReplaceFirst(string text, string token, string value)
+    {
+        int i = text.IndexOf(token, StringComparison.Ordinal);
+        return i < 0 ? text : string.Concat(text.AsSpan(0, i), value, text.AsSpan(i + token.Length));
+    }
+
+    // Perl truthiness: postgrey omits empty attributes, and "0" too.
+    private static bool IsTrue(string? value) => !string.IsNullOrEmpty(value) && value != "0";
+
+    private void LogAction(PolicyRequest request, string action, string reason, string? additional = null)
+    {
+        if (_decisions.IsEnabled(LogLevel.Information))
+        {
+            Log.Decision(_decisions, FormatDecisionLine(request, action, reason, additional));
+        }
+    }
+
+    /// <summary>postgrey's <c>mylog_action</c> line, byte for byte:
+    /// <c>[QUEUE_ID: ]action=A, reason=R[, X], client_name=.., client_address=.., sender=.., recipient=..</c>,
+    /// each attribute only when non-empty.</summary>
+    internal static string FormatDecisionLine(PolicyRequest request, string action, string reason, string? additional)
+    {
+        var sb = new StringBuilder(256);
+        if (IsTrue(request.QueueId))
+        {
+            sb.Append(LogText.Escape(request.QueueId!)).Append(": ");
+        }
+        sb.Append("action=").Append(action).Append(", reason=").Append(reason);
+        if (additional is not null)
+        {
+            sb.Append(", ").Append(additional);
+        }
+        Append(sb, "client_name", request.ClientName);
+        Append(sb, "client_address", request.ClientAddress);
+        Append(sb, "sender", request.Sender);
+        Append(sb, "recipient", request.Recipient);
+        return sb.ToString();
+
+        static void Append(StringBuilder sb, string name, string? value)
+        {
+            if (IsTrue(value))
+            {
+                sb.Append(", ").Append(name).Append('=').Append(LogText.Escape(value!));
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(3001, LogLevel.Information, "{Line}", EventName = "Decision")]
+        public static partial void Decision(ILogger logger, string line);
+
+        [LoggerMessage(3002, LogLevel.Warning, "whitelisted: {Client}", EventName = "Whitelisted")]
+        public static partial void Whitelisted(ILogger logger, string client);
+
+        [LoggerMessage(3003, LogLevel.Warning, "correcting date for first seen in the future!", EventName = "FutureFirstSeen")]
+        public static partial void CorrectedFutureFirstSeen(ILogger logger);
+
+        [LoggerMessage(3004, LogLevel.Warning, "attribute missing: {Name}", EventName = "AttributeMissing")]
+        public static partial void AttributeMissing(ILogger logger, string name);
+
+        [LoggerMessage(3005, LogLevel.Warning, "can't parse client_address: '{Address}'; answering DUNNO", EventName = "BadClientAddress")]
+        public static partial void BadClientAddress(ILogger logger, string address);
+
+        [LoggerMessage(3006, LogLevel.Warning, "unrecognized request type: '{Request}'; answering DUNNO", EventName = "UnrecognizedRequest")]
+        public static partial void UnrecognizedRequest(ILogger logger, string request);
+
+        [LoggerMessage(3007, LogLevel.Error, "database error, answering DUNNO so that mail is not held up", EventName = "StoreFailed")]
+        public static partial void StoreFailed(ILogger logger, Exception exception);
+    }
+}

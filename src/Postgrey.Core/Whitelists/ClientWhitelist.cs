@@ -1,0 +1,220 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+
+namespace Postgrey.Core.Whitelists;
+
+/// <summary>
+/// The client whitelist: host names (the name and its subdomains), <c>/regex/</c> entries matched
+/// against <c>client_name</c>, and IP networks matched against <c>client_address</c>. Immutable:
+/// a reload builds a new one.
+/// </summary>
+public sealed class ClientWhitelist
+{
+    private readonly HashSet<string> _names;
+    private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _nameLookup;
+    private readonly Regex[] _regexes;
+    private readonly NetworkSet _networks;
+
+    private ClientWhitelist(HashSet<string> names, Regex[] regexes, NetworkSet networks)
+    {
+        _names = names;
+        _nameLookup = names.GetAlternateLookup<ReadOnlySpan<char>>();
+        _regexes = regexes;
+        _networks = networks;
+    }
+
+    public static ClientWhitelist Empty { get; } = new Builder().Build();
+
+    public int NameCount => _names.Count;
+
+    public int RegexCount => _regexes.Length;
+
+    public int NetworkCount => _networks.Count;
+
+    /// <summary>postgrey's <c>(?:^|\.)\Qentry\E$</c>i for each name, and each regex.</summary>
+    public bool MatchesName(string clientName)
+    {
+        ArgumentNullException.ThrowIfNull(clientName);
+        if (_names.Count > 0)
+        {
+            ReadOnlySpan<char> name = clientName;
+            for (int i = 0; i < name.Length; i++)
+            {
+                if ((i == 0 || name[i - 1] == '.') && _nameLookup.Contains(name[i..]))
+                {
+                    return true;
+                }
+            }
+        }
+        foreach (Regex regex in _regexes)
+        {
+            if (WhitelistRegex.IsMatch(regex, clientName))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    public bool MatchesAddress(IPAddress address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        return _networks.Contains(address);
+    }
+
+    /// <summary>Collects entries from one or more files.</summary>
+    public sealed class Builder
+    {
+        private readonly HashSet<string> _names = new(AsciiIgnoreCaseComparer.Instance);
+        private readonly List<Regex> _regexes = [];
+        private readonly NetworkSet _networks = new();
+
+        /// <summary>Adds every entry of <paramref name="reader"/>; lines that cannot be used are
+        /// reported in <paramref name="warnings"/> and skipped.</summary>
+        public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
+        {
+            ArgumentNullException.ThrowIfNull(reader);
+            ArgumentNullException.ThrowIfNull(warnings);
+            foreach (var (line, entry) in WhitelistReader.Entries(reader))
+            {
+                string? problem = AddEntry(entry);
+                if (problem is not null)
+                {
+                    warnings.Add(new WhitelistWarning(source, line, problem));
+                }
+            }
+            return this;
+        }
+
+        /// <summary>Adds one entry; returns why it was refused, or null.</summary>
+        public string? AddEntry(string entry)
+        {
+            ArgumentNullException.ThrowIfNull(entry);
+            if (WhitelistRegex.Body(entry) is { } body)
+            {
+                Regex? regex = WhitelistRegex.TryCompile(body, out string? error);
+                if (regex is null)
+                {
+                    return $"invalid regular expression: {error}";
+                }
+                _regexes.Add(regex);
+                return null;
+            }
+
+            switch (Classify(entry))
+            {
+                case EntryKind.IPv4:
+                    return AddNetwork(entry, AddressFamily.InterNetwork, defaultPrefix: 32);
+                case EntryKind.IPv4Slash24:
+                    return AddNetwork(entry + ".0", AddressFamily.InterNetwork, defaultPrefix: 24);
+                case EntryKind.IPv4Slash16:
+                    // postgrey documents a.b as a /16 (but builds a.b.0.0/24); we do what it documents.
+                    return AddNetwork(entry + ".0.0", AddressFamily.InterNetwork, defaultPrefix: 16);
+                case EntryKind.IPv6:
+                    return AddNetwork(entry, AddressFamily.InterNetworkV6, defaultPrefix: 128);
+                case EntryKind.HostName:
+                    _names.Add(entry);
+                    return null;
+                default:
+                    return "doesn't look like a hostname";
+            }
+        }
+
+        public ClientWhitelist Build() =>
+            new(new HashSet<string>(_names, AsciiIgnoreCaseComparer.Instance), [.. _regexes], _networks);
+
+        private string? AddNetwork(string text, AddressFamily family, int defaultPrefix)
+        {
+            int prefix = defaultPrefix;
+            int slash = text.IndexOf('/', StringComparison.Ordinal);
+            string address = text;
+            if (slash >= 0)
+            {
+                address = text[..slash];
+                if (!int.TryParse(text.AsSpan(slash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out prefix)
+                    || prefix > (family == AddressFamily.InterNetwork ? 32 : 128))
+                {
+                    return "invalid network prefix";
+                }
+            }
+            if (!IPAddress.TryParse(address, out IPAddress? ip) || ip.AddressFamily != family)
+            {
+                return "invalid IP address";
+            }
+            if (ip.IsIPv4MappedToIPv6)
+            {
+                // Clients with mapped addresses are looked up as IPv4; keep entries consistent.
+                ip = ip.MapToIPv4();
+                prefix = Math.Max(0, prefix - 96);
+            }
+            _networks.Add(ip, prefix);
+            return null;
+        }
+
+        private enum EntryKind { Invalid, IPv4, IPv4Slash24, IPv4Slash16, IPv6, HostName }
+
+        // The order of postgrey's checks: dotted quad (/M), a.b.c, a.b, anything with two ':', \S+.
+        private static EntryKind Classify(string entry)
+        {
+            if (IsDigitGroups(entry, 4, allowPrefix: true))
+            {
+                return EntryKind.IPv4;
+            }
+            if (IsDigitGroups(entry, 3, allowPrefix: false))
+            {
+                return EntryKind.IPv4Slash24;
+            }
+            if (IsDigitGroups(entry, 2, allowPrefix: false))
+            {
+                return EntryKind.IPv4Slash16;
+            }
+            int firstColon = entry.IndexOf(':', StringComparison.Ordinal);
+            if (firstColon >= 0 && entry.IndexOf(':', firstColon + 1) >= 0)
+            {
+                return EntryKind.IPv6;
+            }
+            return WhitelistReader.HasWhiteSpace(entry) ? EntryKind.Invalid : EntryKind.HostName;
+        }
+
+        // ^\d{1,3}(\.\d{1,3}){groups-1}(/\d{1,2})?$
+        private static bool IsDigitGroups(string s, int groups, bool allowPrefix)
+        {
+            int i = 0;
+            for (int g = 0; g < groups; g++)
+            {
+                if (g > 0)
+                {
+                    if (i >= s.Length || s[i] != '.')
+                    {
+                        return false;
+                    }
+                    i++;
+                }
+                int start = i;
+                while (i < s.Length && char.IsAsciiDigit(s[i]) && i - start < 3)
+                {
+                    i++;
+                }
+                if (i == start)
+                {
+                    return false;
+                }
+            }
+            if (allowPrefix && i < s.Length && s[i] == '/')
+            {
+                i++;
+                int start = i;
+                while (i < s.Length && char.IsAsciiDigit(s[i]) && i - start < 2)
+                {
+                    i++;
+                }
+                if (i == start)
+                {
+                    return false;
+                }
+            }
+            return i == s.Length;
+        }
+    }
+}

@@ -1,0 +1,147 @@
+using System.Text.RegularExpressions;
+
+namespace Postgrey.Core.Whitelists;
+
+/// <summary>
+/// The recipient whitelist, in postfix access(5) style: <c>user@domain</c> (also
+/// <c>user+ext@domain</c>), <c>user@</c> (any domain), <c>domain</c> (and its subdomains),
+/// <c>/regex/</c> on the whole address. Literal entries are matched without regexes, with the
+/// semantics of the patterns postgrey builds for them. Immutable: a reload builds a new one.
+/// </summary>
+public sealed class RecipientWhitelist
+{
+    private readonly (string User, string? Domain)[] _addresses;
+    private readonly HashSet<string> _domains;
+    private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _domainLookup;
+    private readonly Regex[] _regexes;
+
+    private RecipientWhitelist((string, string?)[] addresses, HashSet<string> domains, Regex[] regexes)
+    {
+        _addresses = addresses;
+        _domains = domains;
+        _domainLookup = domains.GetAlternateLookup<ReadOnlySpan<char>>();
+        _regexes = regexes;
+    }
+
+    public static RecipientWhitelist Empty { get; } = new Builder().Build();
+
+    public int Count => _addresses.Length + _domains.Count + _regexes.Length;
+
+    public bool Matches(string recipient)
+    {
+        ArgumentNullException.ThrowIfNull(recipient);
+        ReadOnlySpan<char> r = recipient;
+        foreach (var (user, domain) in _addresses)
+        {
+            if (MatchesAddress(r, user, domain))
+            {
+                return true;
+            }
+        }
+        if (_domains.Count > 0)
+        {
+            // (?:\@|\.)\Qdomain\E$
+            for (int i = 1; i < r.Length; i++)
+            {
+                if (r[i - 1] is '@' or '.' && _domainLookup.Contains(r[i..]))
+                {
+                    return true;
+                }
+            }
+        }
+        foreach (Regex regex in _regexes)
+        {
+            if (WhitelistRegex.IsMatch(regex, recipient))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // ^\Quser\E(?:\+[^@]+)?\@\Qdomain\E$  (or, for "user@", without the domain part and the $)
+    private static bool MatchesAddress(ReadOnlySpan<char> r, string user, string? domain)
+    {
+        if (!AsciiText.StartsWithIgnoreCase(r, user) || r.Length == user.Length)
+        {
+            return false;
+        }
+        int at;
+        if (r[user.Length] == '@')
+        {
+            at = user.Length;
+        }
+        else if (r[user.Length] == '+')
+        {
+            int next = r[(user.Length + 1)..].IndexOf('@');
+            if (next <= 0)
+            {
+                return false; // the extension must be one or more characters other than '@'
+            }
+            at = user.Length + 1 + next;
+        }
+        else
+        {
+            return false;
+        }
+        return domain is null || AsciiText.EqualsIgnoreCase(r[(at + 1)..], domain);
+    }
+
+    public sealed class Builder
+    {
+        private readonly List<(string, string?)> _addresses = [];
+        private readonly HashSet<string> _domains = new(AsciiIgnoreCaseComparer.Instance);
+        private readonly List<Regex> _regexes = [];
+
+        public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
+        {
+            ArgumentNullException.ThrowIfNull(reader);
+            ArgumentNullException.ThrowIfNull(warnings);
+            foreach (var (line, entry) in WhitelistReader.Entries(reader))
+            {
+                string? problem = AddEntry(entry);
+                if (problem is not null)
+                {
+                    warnings.Add(new WhitelistWarning(source, line, problem));
+                }
+            }
+            return this;
+        }
+
+        public string? AddEntry(string entry)
+        {
+            ArgumentNullException.ThrowIfNull(entry);
+            if (WhitelistRegex.Body(entry) is { } body)
+            {
+                Regex? regex = WhitelistRegex.TryCompile(body, out string? error);
+                if (regex is null)
+                {
+                    return $"invalid regular expression: {error}";
+                }
+                _regexes.Add(regex);
+                return null;
+            }
+            if (WhitelistReader.HasWhiteSpace(entry))
+            {
+                return "doesn't look like an address";
+            }
+            int at = entry.IndexOf('@', StringComparison.Ordinal);
+            if (at < 0)
+            {
+                _domains.Add(entry);
+            }
+            else if (at == entry.Length - 1)
+            {
+                _addresses.Add((entry[..at], null));
+            }
+            else
+            {
+                _addresses.Add((entry[..at], entry[(at + 1)..]));
+            }
+            return null;
+        }
+
+        public RecipientWhitelist Build() =>
+            new([.. _addresses], new HashSet<string>(_domains, AsciiIgnoreCaseComparer.Instance), [.. _regexes]);
+    }
+}

@@ -1,0 +1,301 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Postgrey.Server;
+
+/// <summary>
+/// Listens on every --inet and --unix address and runs one <see cref="PolicyConnectionHandler"/>
+/// task per connection. Sockets are bound in <see cref="StartAsync"/>, so a bind failure fails
+/// the start (non-zero exit) and the service is ready only once every socket listens.
+/// </summary>
+public sealed partial class PolicyServer : BackgroundService
+{
+    private readonly ServerOptions _options;
+    private readonly PolicyConnectionHandler _handler;
+    private readonly ILogger _logger;
+    private readonly List<Socket> _listeners = [];
+    private readonly List<string> _socketFiles = [];
+    private readonly ConcurrentDictionary<long, Task> _connections = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private long _nextConnectionId;
+    private long _lastRefusalWarning;
+
+    public PolicyServer(ServerOptions options, PolicyConnectionHandler handler, ILogger<PolicyServer> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentNullException.ThrowIfNull(logger);
+        _options = options;
+        _handler = handler;
+        _logger = logger;
+    }
+
+    /// <summary>The addresses actually bound (port 0 resolved).</summary>
+    public IReadOnlyList<EndPoint> BoundEndPoints => _listeners.Select(l => l.LocalEndPoint!).ToList();
+
+    public int ConnectionCount => _connections.Count;
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            foreach (InetEndpoint endpoint in _options.Inet)
+            {
+                BindInet(endpoint);
+            }
+            foreach (string path in _options.Unix)
+            {
+                BindUnix(path);
+            }
+        }
+        catch
+        {
+            CloseListeners();
+            throw;
+        }
+        if (_listeners.Count == 0)
+        {
+            throw new InvalidOperationException("no socket could be bound");
+        }
+        return base.StartAsync(cancellationToken);
+    }
+
+    private void BindInet(InetEndpoint endpoint)
+    {
+        var socket = new Socket(endpoint.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            if (endpoint.EndPoint.Address.Equals(IPAddress.IPv6Any))
+            {
+                socket.DualMode = true;
+            }
+            // Restarting right after a stop must not fail on connections still in TIME_WAIT.
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            socket.Bind(endpoint.EndPoint);
+            Listen(socket);
+        }
+        catch (SocketException ex) when (endpoint.Optional && ex.SocketErrorCode is SocketError.AddressNotAvailable or SocketError.AddressFamilyNotSupported)
+        {
+            socket.Dispose();
+            Log.OptionalBindSkipped(_logger, endpoint.ToString(), ex.Message);
+            return;
+        }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new IOException($"can't bind to {endpoint}: {ex.Message}", ex);
+        }
+        _listeners.Add(socket);
+        Log.Listening(_logger, socket.LocalEndPoint!.ToString()!);
+    }
+
+    private void BindUnix(string path)
+    {
+        RemoveStaleSocket(path);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            _socketFiles.Add(path);
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(path, _options.SocketMode);
+            }
+            Listen(socket);
+        }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new IOException($"can't bind to unix socket {path}: {ex.Message}", ex);
+        }
+        _listeners.Add(socket);
+        Log.Listening(_logger, "unix:" + path);
+    }
+
+    /// <summary>A socket file left by a dead process is removed; one that still answers belongs to a
+    /// running server and is an error, not something to steal.</summary>
+    private static void RemoveStaleSocket(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return;
+        }
+        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            try
+            {
+                probe.Connect(new UnixDomainSocketEndPoint(path));
+                throw new IOException($"unix socket {path} is in use by another process");
+            }
+            catch (SocketException)
+            {
+                // nobody listens: stale
+            }
+        }
+        File.Delete(path);
+    }
+
+    private void Listen(Socket socket)
+    {
+        if (_options.ListenQueueSize is int backlog)
+        {
+            socket.Listen(backlog);
+        }
+        else
+        {
+            socket.Listen();
+        }
+    }
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(_listeners.Select(l => AcceptLoopAsync(l, stoppingToken)));
+
+    private async Task AcceptLoopAsync(Socket listener, CancellationToken stoppingToken)
+    {
+        int backoffMs = 0;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await listener.AcceptAsync(stoppingToken);
+                backoffMs = 0;
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException
+                || (ex is SocketException { SocketErrorCode: SocketError.OperationAborted or SocketError.Interrupted }))
+            {
+                return; // stopping
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionAborted)
+            {
+                continue; // the client gave up while in the backlog
+            }
+            catch (SocketException ex)
+            {
+                // Out of descriptors or buffers: back off instead of spinning.
+                backoffMs = Math.Min(Math.Max(backoffMs * 2, 10), 1000);
+                Log.AcceptFailed(_logger, ex.SocketErrorCode.ToString(), backoffMs);
+                await Task.Delay(backoffMs, CancellationToken.None);
+                continue;
+            }
+
+            if (_connections.Count >= _options.MaxConnections)
+            {
+                WarnRefused();
+                client.Dispose();
+                continue;
+            }
+            if (client.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+            {
+                client.NoDelay = true;
+            }
+            long id = Interlocked.Increment(ref _nextConnectionId);
+            _connections[id] = ServeAsync(id, client);
+        }
+    }
+
+    private async Task ServeAsync(long id, Socket client)
+    {
+        await Task.Yield(); // leave the accept loop free at once
+        string peer = client.RemoteEndPoint is IPEndPoint ip ? $"#{id} {ip}" : $"#{id} unix";
+        try
+        {
+            await using var stream = new NetworkStream(client, ownsSocket: true);
+            var transport = new DuplexPipe(
+                PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true)),
+                PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true)));
+            await _handler.RunAsync(transport, peer, _stopping.Token);
+        }
+        finally
+        {
+            _connections.TryRemove(id, out _);
+        }
+    }
+
+    private void WarnRefused()
+    {
+        long now = Environment.TickCount64;
+        long last = Interlocked.Read(ref _lastRefusalWarning);
+        if (now - last > 10_000 && Interlocked.CompareExchange(ref _lastRefusalWarning, now, last) == last)
+        {
+            Log.TooManyConnections(_logger, _options.MaxConnections);
+        }
+    }
+
+    /// <summary>Closes the listeners first, then lets every connection finish the request it is
+    /// answering, until <paramref name="cancellationToken"/> (the host's shutdown timeout).</summary>
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        CloseListeners();
+        await _stopping.CancelAsync();
+        await base.StopAsync(cancellationToken);
+        Task[] open = _connections.Values.ToArray();
+        if (open.Length > 0)
+        {
+            try
+            {
+                await Task.WhenAll(open).WaitAsync(cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                Log.DrainTimedOut(_logger, _connections.Count);
+            }
+        }
+    }
+
+    private void CloseListeners()
+    {
+        foreach (Socket listener in _listeners)
+        {
+            listener.Dispose();
+        }
+        foreach (string path in _socketFiles)
+        {
+            try
+            {
+                File.Delete(path);
+            }
+            catch (IOException)
+            {
+                // already gone
+            }
+        }
+        _socketFiles.Clear();
+    }
+
+    public override void Dispose()
+    {
+        CloseListeners();
+        _stopping.Dispose();
+        base.Dispose();
+    }
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1001, LogLevel.Information, "listening on {EndPoint}", EventName = "Listening")]
+        public static partial void Listening(ILogger logger, string endPoint);
+
+        [LoggerMessage(1002, LogLevel.Warning, "not listening on {EndPoint}: {Reason}", EventName = "OptionalBindSkipped")]
+        public static partial void OptionalBindSkipped(ILogger logger, string endPoint, string reason);
+
+        [LoggerMessage(1003, LogLevel.Warning, "accept failed ({Error}); retrying in {Delay} ms", EventName = "AcceptFailed")]
+        public static partial void AcceptFailed(ILogger logger, string error, int delay);
+
+        [LoggerMessage(1004, LogLevel.Warning, "more than {Max} connections: closing new ones until some end (--max-connections)", EventName = "TooManyConnections")]
+        public static partial void TooManyConnections(ILogger logger, int max);
+
+        [LoggerMessage(1005, LogLevel.Warning, "{Count} connections still open at the end of the shutdown timeout", EventName = "DrainTimedOut")]
+        public static partial void DrainTimedOut(ILogger logger, int count);
+    }
+}

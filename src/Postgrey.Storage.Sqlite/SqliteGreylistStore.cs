@@ -1,0 +1,373 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Postgrey.Core.Storage;
+
+namespace Postgrey.Storage.Sqlite;
+
+/// <summary>
+/// <see cref="IGreylistStore"/> on one SQLite file in WAL mode. One writer thread owns the
+/// connection and runs queued decisions in group commits: a batch is one transaction, each
+/// decision in a savepoint of its own, and no caller is answered before the COMMIT returned.
+/// Running every decision on that one thread also makes them linearizable.
+/// </summary>
+public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
+{
+    private readonly SqliteStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly FileStream _lock;
+    private readonly SqliteConnection _connection;
+    private readonly Statements _sql;
+    private readonly Thread _writer;
+    private readonly object _gate = new();
+    private readonly Queue<WorkItem> _queue = new();
+    private bool _closing;
+    private bool _disposed;
+
+    private SqliteGreylistStore(SqliteStoreOptions options, ILogger logger, FileStream lockFile, SqliteConnection connection)
+    {
+        _options = options;
+        _logger = logger;
+        _lock = lockFile;
+        _connection = connection;
+        _sql = new Statements(connection);
+        _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-db-writer" };
+        _writer.Start();
+    }
+
+    public string DatabasePath => _options.DatabasePath;
+
+    /// <summary>
+    /// Takes postgrey.lock (one instance per dbdir, as postgrey), opens or creates the database
+    /// with mode 0600, and migrates it. Throws <see cref="StoreLockedException"/> when another
+    /// process holds the lock.
+    /// </summary>
+    public static SqliteGreylistStore Open(SqliteStoreOptions options, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(logger);
+        Directory.CreateDirectory(options.Directory);
+
+        FileStream lockFile = AcquireLock(options.LockPath);
+        SqliteConnection? connection = null;
+        try
+        {
+            CreatePrivateFile(options.DatabasePath);
+            connection = new SqliteConnection(new SqliteConnectionStringBuilder
+            {
+                DataSource = options.DatabasePath,
+                Mode = SqliteOpenMode.ReadWrite,
+                Pooling = false,
+                DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
+            }.ToString());
+            connection.Open();
+            Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)options.BusyTimeout.TotalMilliseconds}");
+            Schema.Execute(connection, "PRAGMA journal_mode = WAL");
+            Schema.Execute(connection, options.SyncEveryCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            Schema.Migrate(connection);
+            var store = new SqliteGreylistStore(options, logger, lockFile, connection);
+            Log.Opened(logger, options.DatabasePath, options.SyncEveryCommit ? "FULL" : "NORMAL");
+            return store;
+        }
+        catch
+        {
+            connection?.Dispose();
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    private static FileStream AcquireLock(string path)
+    {
+        try
+        {
+            // FileShare.None is an exclusive flock(2) on Unix: the same lock postgrey takes.
+            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+            return new FileStream(path, options);
+        }
+        catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
+        {
+            throw new StoreLockedException(path);
+        }
+    }
+
+    // postgrey runs with umask 077; SQLite gives -wal and -shm the database file's mode.
+    private static void CreatePrivateFile(string path)
+    {
+        if (File.Exists(path) || OperatingSystem.IsWindows())
+        {
+            return;
+        }
+        using var _ = new FileStream(path, new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+    }
+
+    public ValueTask<TResult> ExecuteAsync<TState, TResult>(
+        TState state,
+        Func<IGreylistTransaction, TState, TResult> decide,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(decide);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<TResult>(cancellationToken);
+        }
+        var item = new DecisionItem<TState, TResult>(state, decide);
+        Enqueue(item);
+        return new ValueTask<TResult>(item.Task);
+    }
+
+    public async ValueTask<MaintenanceReport> CleanAsync(MaintenancePolicy policy, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        long tripletsBefore = 0, tripletsAfter = 0, clientsBefore = 0, clientsAfter = 0;
+        foreach (bool triplets in new[] { true, false })
+        {
+            string? after = "";
+            while (after is not null)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var step = new CleanStep(policy, triplets, after, _options.MaintenanceStepRows);
+                Enqueue(step);
+                (after, long scanned, long deleted) = await step.Task;
+                if (triplets)
+                {
+                    tripletsBefore += scanned;
+                    tripletsAfter += scanned - deleted;
+                }
+                else
+                {
+                    clientsBefore += scanned;
+                    clientsAfter += scanned - deleted;
+                }
+            }
+        }
+        return new MaintenanceReport(tripletsBefore, tripletsAfter, clientsBefore, clientsAfter);
+    }
+
+    private void Enqueue(WorkItem item)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_closing, this);
+            _queue.Enqueue(item);
+            if (_queue.Count == 1)
+            {
+                Monitor.Pulse(_gate);
+            }
+        }
+    }
+
+    private void WriterLoop()
+    {
+        var batch = new List<WorkItem>(_options.MaxBatchSize);
+        while (true)
+        {
+            lock (_gate)
+            {
+                while (_queue.Count == 0 && !_closing)
+                {
+                    Monitor.Wait(_gate);
+                }
+                if (_queue.Count == 0)
+                {
+                    return; // closing and drained
+                }
+                while (_queue.Count > 0 && batch.Count < _options.MaxBatchSize)
+                {
+                    batch.Add(_queue.Dequeue());
+                }
+            }
+            RunBatch(batch);
+            batch.Clear();
+        }
+    }
+
+    /// <summary>One group commit. A decision that throws is rolled back to its savepoint and
+    /// failed alone; a failed COMMIT fails every decision of the batch (none was answered).</summary>
+    private void RunBatch(List<WorkItem> batch)
+    {
+        bool savepoints = batch.Count > 1;
+        try
+        {
+            _sql.Begin.ExecuteNonQuery();
+        }
+        catch (Exception ex)
+        {
+            FailAll(batch, ex);
+            return;
+        }
+
+        foreach (WorkItem item in batch)
+        {
+            try
+            {
+                if (savepoints)
+                {
+                    _sql.Savepoint.ExecuteNonQuery();
+                }
+                item.Run(_sql);
+                if (savepoints)
+                {
+                    _sql.Release.ExecuteNonQuery();
+                }
+            }
+            catch (Exception ex)
+            {
+                item.Error = ex;
+                if (!savepoints || !TryRollbackToSavepoint())
+                {
+                    TryRollback();
+                    FailAll(batch, ex);
+                    return;
+                }
+            }
+        }
+
+        try
+        {
+            _sql.Commit.ExecuteNonQuery();
+        }
+        catch (Exception ex)
+        {
+            TryRollback();
+            FailAll(batch, ex);
+            return;
+        }
+
+        foreach (WorkItem item in batch)
+        {
+            if (item.Error is { } error)
+            {
+                item.Fail(error);
+            }
+            else
+            {
+                item.Complete();
+            }
+        }
+    }
+
+    private bool TryRollbackToSavepoint()
+    {
+        try
+        {
+            _sql.RollbackToSavepoint.ExecuteNonQuery();
+            _sql.Release.ExecuteNonQuery();
+            return true;
+        }
+        catch (SqliteException)
+        {
+            return false; // SQLite already rolled the whole transaction back (e.g. disk full)
+        }
+    }
+
+    private void TryRollback()
+    {
+        try
+        {
+            if (!_sql.InAutocommit)
+            {
+                _sql.Rollback.ExecuteNonQuery();
+            }
+        }
+        catch (SqliteException ex)
+        {
+            Log.RollbackFailed(_logger, ex);
+        }
+    }
+
+    private static void FailAll(List<WorkItem> batch, Exception ex)
+    {
+        foreach (WorkItem item in batch)
+        {
+            item.Fail(item.Error ?? ex);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Finishes every queued decision, closes the database (checkpointing the WAL) and
+    /// releases postgrey.lock.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            _closing = true;
+            Monitor.PulseAll(_gate);
+        }
+        _writer.Join();
+        _sql.Dispose();
+        _connection.Dispose();
+        _lock.Dispose();
+        Log.Closed(_logger, _options.DatabasePath);
+    }
+
+    private abstract class WorkItem
+    {
+        public Exception? Error { get; set; }
+
+        public abstract void Run(Statements sql);
+
+        public abstract void Complete();
+
+        public abstract void Fail(Exception ex);
+    }
+
+    private sealed class DecisionItem<TState, TResult>(TState state, Func<IGreylistTransaction, TState, TResult> decide) : WorkItem
+    {
+        private readonly TaskCompletionSource<TResult> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private TResult? _result;
+
+        public Task<TResult> Task => _done.Task;
+
+        public override void Run(Statements sql) => _result = decide(sql, state);
+
+        public override void Complete() => _done.TrySetResult(_result!);
+
+        public override void Fail(Exception ex) => _done.TrySetException(ex);
+    }
+
+    /// <summary>One maintenance step: up to N rows after a key, expired ones deleted.</summary>
+    private sealed class CleanStep(MaintenancePolicy policy, bool triplets, string after, int rows) : WorkItem
+    {
+        private readonly TaskCompletionSource<(string? Next, long Scanned, long Deleted)> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private (string? Next, long Scanned, long Deleted) _result;
+
+        public Task<(string? Next, long Scanned, long Deleted)> Task => _done.Task;
+
+        public override void Run(Statements sql) => _result = sql.CleanStep(policy, triplets, after, rows);
+
+        public override void Complete() => _done.TrySetResult(_result);
+
+        public override void Fail(Exception ex) => _done.TrySetException(ex);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(4001, LogLevel.Information, "database {Path} open (WAL, synchronous={Sync})", EventName = "StoreOpened")]
+        public static partial void Opened(ILogger logger, string path, string sync);
+
+        [LoggerMessage(4002, LogLevel.Information, "database {Path} closed", EventName = "StoreClosed")]
+        public static partial void Closed(ILogger logger, string path);
+
+        [LoggerMessage(4003, LogLevel.Error, "rollback failed", EventName = "RollbackFailed")]
+        public static partial void RollbackFailed(ILogger logger, Exception exception);
+    }
+}

@@ -1,0 +1,37 @@
+namespace Postgrey.Storage.Sqlite;
+
+/// <summary>Where and how the SQLite store keeps its data.</summary>
+public sealed record SqliteStoreOptions
+{
+    public const string DatabaseFileName = "postgrey.sqlite3";
+    public const string LockFileName = "postgrey.lock";
+
+    /// <summary>--dbdir: holds the database and postgrey.lock.</summary>
+    public required string Directory { get; init; }
+
+    /// <summary>
+    /// true: every commit is fsync'ed (PRAGMA synchronous=FULL), surviving power loss.
+    /// false (default): WAL with synchronous=NORMAL; a commit is in the WAL before the answer
+    /// leaves, so a killed process loses nothing; a power cut may lose the last commits.
+    /// </summary>
+    public bool SyncEveryCommit { get; init; }
+
+    /// <summary>Most decisions committed together by one group commit.</summary>
+    public int MaxBatchSize { get; init; } = 512;
+
+    /// <summary>Rows examined per maintenance step; a step holds the writer for a few milliseconds.</summary>
+    public int MaintenanceStepRows { get; init; } = 2000;
+
+    /// <summary>How long a write waits for another process holding the database (sqlite3 CLI, backup).</summary>
+    public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    public string DatabasePath => Path.Combine(Directory, DatabaseFileName);
+
+    public string LockPath => Path.Combine(Directory, LockFileName);
+}
+
+/// <summary>Another process holds postgrey.lock in the same dbdir.</summary>
+public sealed class StoreLockedException(string path) : IOException($"locked: {path}")
+{
+    public string LockPath { get; } = path;
+}

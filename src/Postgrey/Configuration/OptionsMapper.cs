@@ -1,0 +1,203 @@
+using System.Globalization;
+using System.Net;
+using Postgrey.Core.Greylisting;
+using Postgrey.Server;
+using Postgrey.Storage.Sqlite;
+
+namespace Postgrey.Configuration;
+
+/// <summary>
+/// Checks the flags and maps them to <see cref="PostgreyOptions"/>. Every problem is collected
+/// before anything is reported, so an admin sees all of them at once. Zero means zero here
+/// (postgrey silently replaces 0 with the default).
+/// </summary>
+internal static class OptionsMapper
+{
+    public const string DefaultDbDir = "/var/lib/postgrey";
+
+    public static PostgreyOptions? Map(PostgreyFlags flags, out IReadOnlyList<string> errors)
+    {
+        ArgumentNullException.ThrowIfNull(flags);
+        var problems = new List<string>();
+        var warnings = new List<string>();
+
+        if (flags.NoAction)
+        {
+            problems.Add("don't know how to \"no-action\".");
+        }
+        if (flags.Inet.Count == 0 && flags.Unix.Count == 0)
+        {
+            problems.Add("--unix or --inet must be specified");
+        }
+
+        var inet = new List<InetEndpoint>();
+        foreach (string spec in flags.Inet)
+        {
+            if (InetSpec.TryParse(spec, out var endpoints, out string error))
+            {
+                inet.AddRange(endpoints);
+            }
+            else
+            {
+                problems.Add(error);
+            }
+        }
+        foreach (string path in flags.Unix)
+        {
+            if (string.IsNullOrWhiteSpace(path))
+            {
+                problems.Add("--unix needs a path");
+            }
+        }
+
+        long delay = Integer(flags.Delay, "--delay", 300, 0, int.MaxValue, problems);
+        long maxAgeDays = Integer(flags.MaxAge, "--max-age", 35, 0, 100_000, problems);
+        long retryWindow = RetryWindow(flags.RetryWindow, problems);
+        int ipv4Cidr = (int)Integer(flags.IPv4Cidr, "--ipv4cidr", 24, 0, 32, problems);
+        int ipv6Cidr = (int)Integer(flags.IPv6Cidr, "--ipv6cidr", 64, 0, 128, problems);
+        // --auto-whitelist-clients alone means 5, as in postgrey.
+        int awl = (int)Integer(string.IsNullOrEmpty(flags.AutoWhitelistClients) ? null : flags.AutoWhitelistClients, "--auto-whitelist-clients", 5, 0, int.MaxValue, problems);
+        int? backlog = flags.ListenQueueSize is null ? null : (int)Integer(flags.ListenQueueSize, "--listen-queue-size", 0, 1, 65535, problems);
+        int maxConnections = (int)Integer(flags.MaxConnections, "--max-connections", 1000, 1, 1_000_000, problems);
+        long maintenance = Integer(flags.MaintenanceInterval, "--maintenance-interval", 3600, 1, 7 * 86400, problems);
+
+        UnixFileMode socketMode = (UnixFileMode)Convert.ToInt32("666", 8);
+        if (flags.SocketMode is { } modeText)
+        {
+            if (modeText.Length is >= 1 and <= 4 && modeText.All(c => c is >= '0' and <= '7'))
+            {
+                socketMode = (UnixFileMode)Convert.ToInt32(modeText, 8);
+            }
+            else
+            {
+                problems.Add($"--socketmode={modeText}: an octal mode such as 0660 is expected");
+            }
+        }
+
+        bool syncFull = false;
+        switch (flags.DbSync)
+        {
+            case null or "normal":
+                break;
+            case "full":
+                syncFull = true;
+                break;
+            default:
+                problems.Add($"--db-sync={flags.DbSync}: 'normal' or 'full' is expected");
+                break;
+        }
+
+        if (flags.GreylistAction is "")
+        {
+            problems.Add("--greylist-action must not be empty");
+        }
+        if (flags.LookupByHost && flags.LookupBySubnet)
+        {
+            warnings.Add("--lookup-by-subnet and --lookup-by-host both given: --lookup-by-host wins, as in postgrey");
+        }
+        if (flags.Daemonize)
+        {
+            warnings.Add("--daemonize is not supported yet: running in the foreground (start it with systemd)");
+        }
+        else if (flags.PidFile is not null)
+        {
+            warnings.Add("--pidfile is only written with --daemonize, as in postgrey: ignored");
+        }
+        if (flags.User is not null || flags.Group is not null)
+        {
+            warnings.Add("--user/--group: privileges are not dropped yet; run it as the postgrey user (the systemd unit does)");
+        }
+        if (flags.SyslogFacility is not null)
+        {
+            warnings.Add($"--syslog-facility={flags.SyslogFacility}: logging goes to the console (journald) for now");
+        }
+
+        errors = problems;
+        if (problems.Count > 0)
+        {
+            return null;
+        }
+
+        var greylist = new GreylistOptions
+        {
+            DelaySeconds = delay,
+            MaxAgeSeconds = maxAgeDays * 86400,
+            RetryWindowSeconds = retryWindow,
+            GreylistAction = flags.GreylistAction ?? "DEFER_IF_PERMIT",
+            GreylistText = string.IsNullOrEmpty(flags.GreylistText) ? GreylistOptions.DefaultGreylistText : flags.GreylistText,
+            XGreylistHeader = string.IsNullOrEmpty(flags.XGreylistHeader) ? GreylistOptions.DefaultXGreylistHeader : flags.XGreylistHeader,
+            LookupByHost = flags.LookupByHost,
+            IPv4Cidr = ipv4Cidr,
+            IPv6Cidr = ipv6Cidr,
+            AutoWhitelistClients = awl,
+            Privacy = flags.Privacy,
+            Hostname = flags.Hostname ?? Dns.GetHostName(),
+            AllowTestTime = flags.AllowTestTime,
+        };
+
+        return new PostgreyOptions
+        {
+            Greylist = greylist,
+            Server = new ServerOptions
+            {
+                Inet = inet,
+                Unix = flags.Unix.Select(Path.GetFullPath).ToList(),
+                SocketMode = socketMode,
+                ListenQueueSize = backlog,
+                Exim = flags.Exim,
+                MaxConnections = maxConnections,
+            },
+            Storage = new SqliteStoreOptions
+            {
+                Directory = Path.GetFullPath(flags.DbDir ?? DefaultDbDir),
+                SyncEveryCommit = syncFull,
+            },
+            Logging = new LoggingOptions
+            {
+                Verbosity = flags.Quiet ? Verbosity.Quiet : flags.Verbose ? Verbosity.Verbose : Verbosity.Normal,
+                SyslogFacility = flags.SyslogFacility ?? "mail",
+            },
+            WhitelistClientFiles = flags.WhitelistClients.Count > 0 ? flags.WhitelistClients : null,
+            WhitelistRecipientFiles = flags.WhitelistRecipients.Count > 0 ? flags.WhitelistRecipients : null,
+            MaintenanceInterval = TimeSpan.FromSeconds(maintenance),
+            CompatibilityWarnings = warnings,
+        };
+    }
+
+    private static long Integer(string? text, string flag, long fallback, long min, long max, List<string> problems)
+    {
+        if (text is null)
+        {
+            return fallback;
+        }
+        if (!long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long value))
+        {
+            problems.Add($"{flag}={text}: a whole number is expected");
+            return fallback;
+        }
+        if (value < min || value > max)
+        {
+            problems.Add($"{flag}={text}: must be between {min} and {max}");
+            return fallback;
+        }
+        return value;
+    }
+
+    /// <summary>--retry-window: N days, or Nh hours.</summary>
+    private static long RetryWindow(string? text, List<string> problems)
+    {
+        if (text is null)
+        {
+            return 2 * 86400;
+        }
+        bool hours = text.EndsWith('h') || text.EndsWith('H');
+        string digits = hours ? text[..^1] : text;
+        if (digits.Length > 0 && digits.Length <= 9 && digits.All(char.IsAsciiDigit))
+        {
+            long n = long.Parse(digits, CultureInfo.InvariantCulture);
+            return hours ? n * 3600 : n * 86400;
+        }
+        problems.Add($"--retry-window={text}: must be either a number of days or a number followed by 'h' for hours ('6h' for example)");
+        return 0;
+    }
+}

@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Postgrey.Core.Greylisting;
+using Postgrey.Core.Storage;
+
+namespace Postgrey.Hosting;
+
+/// <summary>
+/// Deletes expired triplets and auto-whitelist entries every interval (an hour by default), at
+/// any hour: the store does it in small steps between decisions, so answers never wait on it
+/// (postgrey blocks every request while it sweeps, so it only sweeps at night).
+/// </summary>
+internal sealed partial class MaintenanceService(
+    IGreylistStore store,
+    GreylistOptions options,
+    TimeSpan interval,
+    TimeProvider time,
+    ILogger<MaintenanceService> logger) : BackgroundService
+{
+    private readonly ILogger _postgrey = logger;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                await RunOnceAsync(stoppingToken);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // stopping
+        }
+    }
+
+    public async Task RunOnceAsync(CancellationToken cancellationToken)
+    {
+        var policy = new MaintenancePolicy(time.GetUtcNow().ToUnixTimeSeconds(), options.MaxAgeSeconds, options.DelaySeconds, options.RetryWindowSeconds);
+        Log.Cleaning(_postgrey);
+        try
+        {
+            MaintenanceReport report = await store.CleanAsync(policy, cancellationToken);
+            Log.MainFinished(_postgrey, report.TripletsBefore, report.TripletsAfter);
+            if (options.AutoWhitelistClients > 0)
+            {
+                Log.ClientsFinished(_postgrey, report.ClientsBefore, report.ClientsAfter);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception ex)
+        {
+            Log.Failed(_postgrey, ex);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(5301, LogLevel.Warning, "cleaning up old entries...", EventName = "MaintenanceStarted")]
+        public static partial void Cleaning(ILogger logger);
+
+        [LoggerMessage(5302, LogLevel.Warning, "cleaning main database finished. before: {Before}, after: {After}", EventName = "MaintenanceTriplets")]
+        public static partial void MainFinished(ILogger logger, long before, long after);
+
+        [LoggerMessage(5303, LogLevel.Warning, "cleaning clients database finished. before: {Before}, after: {After}", EventName = "MaintenanceClients")]
+        public static partial void ClientsFinished(ILogger logger, long before, long after);
+
+        [LoggerMessage(5304, LogLevel.Error, "database cleaning failed; will try again at the next interval", EventName = "MaintenanceFailed")]
+        public static partial void Failed(ILogger logger, Exception exception);
+    }
+}
