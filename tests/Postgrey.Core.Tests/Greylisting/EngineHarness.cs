@@ -1,0 +1,76 @@
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Postgrey.Core.Greylisting;
+using Postgrey.Core.Protocol;
+using Postgrey.Core.Whitelists;
+using Postgrey.Storage.Sqlite;
+using Postgrey.Testing;
+
+namespace Postgrey.Core.Tests.Greylisting;
+
+/// <summary>The engine over a real SQLite store in a temp directory, with a fake clock.</summary>
+internal sealed class EngineHarness : IDisposable
+{
+    public static readonly DateTimeOffset Start = new(2026, 11, 28, 3, 20, 0, TimeSpan.Zero);
+
+    private readonly TempDirectory _dir = new();
+    private readonly LoggerFactory _loggerFactory;
+
+    public EngineHarness(GreylistOptions? options = null, string clientWhitelist = "", string recipientWhitelist = "")
+    {
+        Options = options ?? new GreylistOptions { Hostname = "mx1.example.org" };
+        Time.SetUtcNow(Start);
+        Time.SetLocalTimeZone(TimeZoneInfo.Utc);
+        _loggerFactory = new LoggerFactory([Logs]);
+        Store = SqliteGreylistStore.Open(new SqliteStoreOptions { Directory = _dir.Path }, NullLogger.Instance);
+        var warnings = new List<WhitelistWarning>();
+        Whitelists = new WhitelistProvider(new WhitelistSet(
+            new ClientWhitelist.Builder().Add(new StringReader(clientWhitelist), "clients", warnings).Build(),
+            new RecipientWhitelist.Builder().Add(new StringReader(recipientWhitelist), "recipients", warnings).Build()));
+        Engine = new GreylistEngine(Store, Whitelists, Options, Time, _loggerFactory);
+    }
+
+    public GreylistOptions Options { get; }
+    public FakeTimeProvider Time { get; } = new();
+    public CapturingLoggerProvider Logs { get; } = new();
+    public SqliteGreylistStore Store { get; }
+    public WhitelistProvider Whitelists { get; }
+    public GreylistEngine Engine { get; }
+    public string DatabasePath => Store.DatabasePath;
+
+    public IEnumerable<string> DecisionLines => Logs.Messages(GreylistEngine.DecisionLogCategory);
+
+    public string LastLine => Logs.Entries[^1].Message;
+
+    public void Advance(int seconds) => Time.Advance(TimeSpan.FromSeconds(seconds));
+
+    public Task<string> AskAsync(string text)
+    {
+        var parser = new PolicyRequestParser(new PolicyLimits());
+        var request = new PolicyRequest();
+        var buffer = new System.Buffers.ReadOnlySequence<byte>(Encoding.UTF8.GetBytes(text));
+        var status = parser.TryRead(ref buffer, request);
+        Assert.Equal(PolicyReadStatus.Request, status);
+        return Engine.DecideAsync(request, CancellationToken.None).AsTask();
+    }
+
+    public Task<string> AskAsync(
+        string clientAddress = "192.0.2.7",
+        string clientName = "mx.example.net",
+        string sender = "a@example.net",
+        string recipient = "b@example.org",
+        string? instance = null,
+        long? testTime = null,
+        string? queueId = null,
+        bool etrnDomain = true) =>
+        AskAsync(Requests.Policy(clientAddress, clientName, sender, recipient, instance, testTime, queueId, etrnDomain));
+
+    public void Dispose()
+    {
+        Store.Dispose();
+        _loggerFactory.Dispose();
+        _dir.Dispose();
+    }
+}
