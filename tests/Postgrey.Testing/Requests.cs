@@ -14,10 +14,11 @@ public static class Requests
         long? testTime = null,
         string? queueId = null,
         bool etrnDomain = true,
-        IEnumerable<KeyValuePair<string, string>>? extra = null)
+        IEnumerable<KeyValuePair<string, string>>? extra = null,
+        string request = "smtpd_access_policy")
     {
         var sb = new StringBuilder();
-        sb.Append("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n");
+        sb.Append("request=").Append(request).Append("\nprotocol_state=RCPT\nprotocol_name=ESMTP\n");
         sb.Append("client_address=").Append(clientAddress).Append('\n');
         sb.Append("client_name=").Append(clientName).Append('\n');
         sb.Append("reverse_client_name=").Append(clientName).Append('\n');

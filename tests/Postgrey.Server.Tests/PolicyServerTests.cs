@@ -1,0 +1,197 @@
+using System.Net.Sockets;
+using System.Text;
+using Postgrey.Core.Greylisting;
+using Postgrey.Core.Protocol;
+using Postgrey.Testing;
+
+namespace Postgrey.Server.Tests;
+
+/// <summary>The server over real TCP and Unix sockets.</summary>
+public class PolicyServerTests
+{
+    private const string Greylisted = "DEFER_IF_PERMIT 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/example.org.html";
+
+    [Fact]
+    public async Task Tcp_ManyRequestsOnOneConnection_AreAllAnswered()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy(recipient: $"r{i}@example.org")));
+        }
+    }
+
+    [Fact]
+    public async Task Unix_AnswersAndAppliesTheSocketMode()
+    {
+        var mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+        await using var h = await ServerHarness.StartAsync(o => o with { SocketMode = mode });
+        Assert.Equal(mode, File.GetUnixFileMode(h.SocketPath));
+        await using var client = await h.ConnectAsync(unix: true);
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
+    }
+
+    [Fact]
+    public async Task Unix_StaleSocketFile_IsReplacedAndRemovedOnStop()
+    {
+        var dir = new TempDirectory();
+        string path = dir.File("stale.sock");
+        // Bound, never listening: what a crashed server leaves behind. (Disposing it would
+        // remove the file, so it stays open until the end.)
+        using var dead = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        dead.Bind(new UnixDomainSocketEndPoint(path));
+        Assert.True(File.Exists(path));
+        var h = await ServerHarness.StartAsync(o => o with { Unix = [path] });
+        await using (var client = await h.ConnectAsync(unix: true))
+        {
+            Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
+        }
+        await h.DisposeAsync();
+        Assert.False(File.Exists(path));
+        dir.Dispose();
+    }
+
+    [Fact]
+    public async Task Unix_SocketOfARunningServer_IsNotStolen()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var second = await Assert.ThrowsAsync<IOException>(() => ServerHarness.StartAsync(o => o with { Inet = [], Unix = [h.SocketPath] }));
+        Assert.Contains("in use", second.Message, StringComparison.Ordinal);
+        await using var client = await h.ConnectAsync(unix: true);
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
+    }
+
+    [Fact]
+    public async Task ConcurrentConnections_AreAllServed()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var tasks = Enumerable.Range(0, 50).Select(async c =>
+        {
+            await using var client = await h.ConnectAsync(unix: c % 2 == 0);
+            for (int i = 0; i < 20; i++)
+            {
+                string? action = await client.AskAsync(Requests.Policy(sender: $"s{c}@example.net", recipient: $"r{i}@example.org"));
+                Assert.StartsWith("DEFER_IF_PERMIT 4.2.0 Greylisted", action, StringComparison.Ordinal);
+            }
+        });
+        await Task.WhenAll(tasks);
+        Assert.Equal(1000, h.Logs.Messages(GreylistEngine.DecisionLogCategory).Count(m => m.StartsWith("action=greylist, reason=new", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task ConcurrentFirstRequestsForOneTriplet_OnlyOneIsNew()
+    {
+        await using var h = await ServerHarness.StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
+        var answers = await Task.WhenAll(Enumerable.Range(0, 40).Select(async _ =>
+        {
+            await using var client = await h.ConnectAsync();
+            return await client.AskAsync(Requests.Policy(instance: Guid.NewGuid().ToString()));
+        }));
+        // With --delay=0 the first sighting passes with the header; every later one finds a
+        // successful triplet and answers DUNNO. Two "first" sightings would give two headers.
+        Assert.Single(answers, a => a!.StartsWith("PREPEND", StringComparison.Ordinal));
+        Assert.Equal(39, answers.Count(a => a == "DUNNO"));
+    }
+
+    [Fact]
+    public async Task PipelinedRequests_AreAnsweredInOrder()
+    {
+        await using var h = await ServerHarness.StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
+        await using var client = await h.ConnectAsync();
+        await client.SendAsync(Requests.Policy(recipient: "a@x") + Requests.Policy(recipient: "a@x", instance: "2") + Requests.Policy(request: "junk"));
+        Assert.StartsWith("PREPEND", await client.ReadActionAsync(), StringComparison.Ordinal);
+        Assert.Equal("DUNNO", await client.ReadActionAsync());
+        Assert.Equal("DUNNO", await client.ReadActionAsync());
+    }
+
+    [Fact]
+    public async Task Exim_ClosesAfterEachAnswer()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o with { Exim = true });
+        await using var client = await h.ConnectAsync();
+        await client.SendAsync(Requests.Policy() + Requests.Policy());
+        Assert.Equal(Greylisted, await client.ReadActionAsync());
+        Assert.Null(await client.ReadActionAsync());
+    }
+
+    [Fact]
+    public async Task OverlongLine_ClosesThatConnectionOnly()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { MaxLineBytes = 1024 } });
+        await using var good = await h.ConnectAsync();
+        await using var bad = await h.ConnectAsync();
+        await bad.SendAsync("client_name=" + new string('x', 5000));
+        Assert.True(await bad.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(Greylisted, await good.AskAsync(Requests.Policy()));
+        Assert.Contains(h.Logs.Messages(), m => m.Contains("sent a line longer than 1024 bytes; closing the connection", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task TooManyAttributes_ClosesTheConnection()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { MaxAttributesPerRequest = 50 } });
+        await using var client = await h.ConnectAsync();
+        await client.SendAsync(string.Concat(Enumerable.Range(0, 100).Select(i => $"a{i}=v\n")));
+        Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
+    public async Task HalfARequestThenDisconnect_LeavesTheServerServing()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using (var quitter = await h.ConnectAsync())
+        {
+            await quitter.SendAsync("request=smtpd_access_policy\nclient_address=192.0.2.1\nrecip");
+        }
+        await using var client = await h.ConnectAsync();
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
+    }
+
+    [Fact]
+    public async Task GarbageAndEightBitBytes_AreSurvived()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        byte[] junk = [.. "no equals sign here\n"u8, 0xff, 0xfe, 0x00, 0x80, (byte)'\n', .. "client_name=\u00e9\u00ff\n"u8];
+        await client.SendAsync(junk);
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy(sender: "j\u00f6rg@ex\u00e4mple.net")));
+        Assert.Contains("ignoring garbage: <no equals sign here>", h.Logs.Messages());
+    }
+
+    [Fact]
+    public async Task IdleConnection_IsClosedAfterTheIdleTimeout()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { IdleTimeout = TimeSpan.FromMilliseconds(300) } });
+        await using var client = await h.ConnectAsync();
+        Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
+    public async Task OverTheConnectionLimit_NewConnectionsAreClosed()
+    {
+        await using var h = await ServerHarness.StartAsync(o => o with { MaxConnections = 2 });
+        await using var a = await h.ConnectAsync();
+        await using var b = await h.ConnectAsync();
+        Assert.Equal(Greylisted, await a.AskAsync(Requests.Policy()));
+        Assert.Equal(Greylisted, await b.AskAsync(Requests.Policy()));
+        await using var c = await h.ConnectAsync();
+        Assert.True(await c.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
+        Assert.Contains(h.Logs.Messages(), m => m.StartsWith("more than 2 connections", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Stop_AnswersTheRequestInFlightThenCloses()
+    {
+        var h = await ServerHarness.StartAsync();
+        await using var client = await h.ConnectAsync();
+        await client.AskAsync(Requests.Policy()); // the connection is established and served
+        byte[] request = Encoding.UTF8.GetBytes(Requests.Policy(recipient: "last@example.org"));
+        await client.SendAsync(request);
+        string? answer = await client.ReadActionAsync();
+        await h.DisposeAsync();
+        Assert.StartsWith("DEFER_IF_PERMIT", answer, StringComparison.Ordinal);
+        Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
+    }
+}
