@@ -15,17 +15,10 @@ internal sealed class PostgreyCommandLine
 
     public PostgreyCommandLine()
     {
-        // Our own --version (postgrey prints "postgrey 1.37") and -help as Getopt would take it.
-        foreach (Option option in _root.Options.ToList())
+        // Our own --version: postgrey prints "postgrey 1.37".
+        foreach (Option option in _root.Options.OfType<VersionOption>().ToList())
         {
-            if (option is VersionOption)
-            {
-                _root.Options.Remove(option);
-            }
-            else if (option is HelpOption help)
-            {
-                help.Aliases.Add("-help");
-            }
+            _root.Options.Remove(option);
         }
 
         Version = Switch("--version", "show the version and exit");
@@ -109,7 +102,31 @@ internal sealed class PostgreyCommandLine
 
     public ParseResult Parse(IReadOnlyList<string> args) =>
         // No response files: "@" may legitimately start a value here.
-        _root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+        _root.Parse(WithDoubleDash(args), new ParserConfiguration { ResponseFileTokenReplacer = null });
+
+    /// <summary>Getopt::Long takes <c>-inet 10023</c> for <c>--inet 10023</c>: rewrites a single-dash
+    /// long name of a known option (with or without <c>=value</c>) to its double-dash form.</summary>
+    public IReadOnlyList<string> WithDoubleDash(IReadOnlyList<string> args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var longNames = _root.Options.SelectMany(o => o.Aliases.Append(o.Name)).Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
+        var result = new List<string>(args.Count);
+        foreach (string arg in args)
+        {
+            if (arg.Length > 2 && arg[0] == '-' && arg[1] != '-')
+            {
+                int equals = arg.IndexOf('=', StringComparison.Ordinal);
+                string name = "-" + (equals < 0 ? arg : arg[..equals]);
+                if (longNames.Contains(name))
+                {
+                    result.Add("-" + arg);
+                    continue;
+                }
+            }
+            result.Add(arg);
+        }
+        return result;
+    }
 
     public static bool IsHelp(ParseResult result) => result.Action is HelpAction;
 
@@ -158,27 +175,23 @@ internal sealed class PostgreyCommandLine
         };
     }
 
-    // Every long name is also accepted with a single dash, as Getopt::Long does.
-    private static string[] WithSingleDash(string name, string[] aliases) =>
-        [.. aliases, .. aliases.Where(a => a.StartsWith("--", StringComparison.Ordinal)).Select(a => a[1..]), name[1..]];
-
     private Option<bool> Switch(string name, string description, params string[] aliases)
     {
-        var option = new Option<bool>(name, WithSingleDash(name, aliases)) { Description = description, Arity = ArgumentArity.Zero };
+        var option = new Option<bool>(name, aliases) { Description = description, Arity = ArgumentArity.Zero };
         _root.Options.Add(option);
         return option;
     }
 
     private Option<string?> Value(string name, string help, string description, params string[] aliases)
     {
-        var option = new Option<string?>(name, WithSingleDash(name, aliases)) { Description = description, HelpName = help };
+        var option = new Option<string?>(name, aliases) { Description = description, HelpName = help };
         _root.Options.Add(option);
         return option;
     }
 
     private Option<string[]> Many(string name, string help, string description, params string[] aliases)
     {
-        var option = new Option<string[]>(name, WithSingleDash(name, aliases))
+        var option = new Option<string[]>(name, aliases)
         {
             Description = description,
             HelpName = help,
