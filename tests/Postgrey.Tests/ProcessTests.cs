@@ -120,12 +120,13 @@ public sealed class ProcessTests : IDisposable
     [Fact]
     public async Task Sigterm_StopsCleanlyAndReleasesTheLock()
     {
-        var server = PostgreyProcess.Start(Args());
-        await server.WaitForTcpAsync();
-        server.Signal("TERM");
-        await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
-        Assert.Equal(0, server.ExitCode);
-        await server.DisposeAsync();
+        await using (var server = PostgreyProcess.Start(Args()))
+        {
+            await server.WaitForTcpAsync();
+            server.Signal("TERM");
+            await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal(0, server.ExitCode);
+        }
         await using var again = PostgreyProcess.Start(Args());
         await again.WaitForTcpAsync();
     }
@@ -140,7 +141,7 @@ public sealed class ProcessTests : IDisposable
     {
         const long t0 = 1_700_000_000;
         var answered = new System.Collections.Concurrent.ConcurrentBag<string>();
-        var server = PostgreyProcess.Start(Args("--delay=60", "--allow-test-time"));
+        await using var server = PostgreyProcess.Start(Args("--delay=60", "--allow-test-time"));
         var tcp = await server.WaitForTcpAsync();
         using var stop = new CancellationTokenSource();
         var load = Enumerable.Range(0, 20).Select(c => Task.Run(async () =>
@@ -173,7 +174,7 @@ public sealed class ProcessTests : IDisposable
         server.KillHard();
         await stop.CancelAsync();
         await Task.WhenAll(load);
-        await server.DisposeAsync();
+        await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
 
         await using var restarted = PostgreyProcess.Start(Args("--delay=60", "--allow-test-time"));
         var again = await restarted.WaitForTcpAsync();
