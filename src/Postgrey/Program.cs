@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -12,7 +11,6 @@ using Postgrey.Storage.Sqlite;
 using Serilog;
 using Serilog.Events;
 using Serilog.Extensions.Logging;
-using Serilog.Sinks.SystemConsole.Themes;
 
 namespace Postgrey;
 
@@ -146,8 +144,7 @@ internal static class Program
         return new LoggerConfiguration()
             .MinimumLevel.Is(level)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
-            // {Message:lj}: strings unquoted, so each line is exactly postgrey's.
-            .WriteTo.Console(outputTemplate: "{Message:lj}{NewLine}{Exception}", formatProvider: CultureInfo.InvariantCulture, theme: ConsoleTheme.None)
+            .WriteTo.Console(new NetServerLogFormatter())
             .CreateLogger();
     }
 }

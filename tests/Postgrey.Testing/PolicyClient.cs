@@ -41,7 +41,11 @@ public sealed class PolicyClient : IAsyncDisposable, IDisposable
 
     /// <summary>Reads one reply and returns its action (the text after "action="); null when the
     /// server closed the connection first.</summary>
-    public async Task<string?> ReadActionAsync(CancellationToken ct = default)
+    public async Task<string?> ReadActionAsync(CancellationToken ct = default) => await ReadActionAsync(TimeSpan.FromSeconds(30), ct);
+
+    /// <summary>As <see cref="ReadActionAsync(CancellationToken)"/>, failing with
+    /// <see cref="TimeoutException"/> when no reply comes within <paramref name="timeout"/>.</summary>
+    public async Task<string?> ReadActionAsync(TimeSpan timeout, CancellationToken ct = default)
     {
         while (true)
         {
@@ -57,9 +61,17 @@ public sealed class PolicyClient : IAsyncDisposable, IDisposable
                 }
                 return line["action=".Length..];
             }
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            int n = await _stream.ReadAsync(_buffer, timeout.Token);
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            limit.CancelAfter(timeout);
+            int n;
+            try
+            {
+                n = await _stream.ReadAsync(_buffer, limit.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new TimeoutException("no reply within " + timeout);
+            }
             if (n == 0)
             {
                 return null;

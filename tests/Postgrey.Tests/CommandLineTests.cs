@@ -209,3 +209,19 @@ public class CommandLineTests
         Assert.Equal("@home", Ok("--inet=10023", "--hostname", "@home").Greylist.Hostname);
     }
 }
+
+public class NetServerLogFormatterTests
+{
+    [Theory]
+    [InlineData("action=pass, sender=a@b", "action=pass, sender=a@b")]
+    [InlineData("sender=jörg@exämple.net", "sender=j%C3%B6rg@ex%C3%A4mple.net")]
+    [InlineData("tab\there", "tab%09here")]
+    [InlineData("cr\rlf", "cr%0Dlf")]
+    [InlineData("esc\u001b[31m", "esc%1B[31m")]
+    [InlineData("emoji \U0001F600", "emoji %F0%9F%98%80")]
+    [InlineData("100% sure\n", "100% sure\n")]
+    public void Escape_WritesBytesOutsidePrintableAsciiAsPercentHex(string text, string expected)
+    {
+        Assert.Equal(expected, Postgrey.Hosting.NetServerLogFormatter.Escape(text));
+    }
+}

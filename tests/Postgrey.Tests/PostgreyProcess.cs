@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Text.RegularExpressions;
+using Postgrey.Testing;
 
 namespace Postgrey.Tests;
 
@@ -26,23 +27,7 @@ internal sealed partial class PostgreyProcess : IAsyncDisposable
 
     public int ExitCode => _process.ExitCode;
 
-    /// <summary>The built postgrey.dll of the same configuration as the tests.</summary>
-    public static string DllPath
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            string configuration = dir.Parent!.Name; // .../bin/<Configuration>/net10.0/
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Postgrey.sln")))
-            {
-                dir = dir.Parent;
-            }
-            Assert.NotNull(dir);
-            string path = Path.Combine(dir.FullName, "src", "Postgrey", "bin", configuration, "net10.0", "postgrey.dll");
-            Assert.True(File.Exists(path), $"{path} is not built");
-            return path;
-        }
-    }
+    public static string DllPath => BuiltPostgrey.DllPath;
 
     public static PostgreyProcess Start(params string[] args)
     {

@@ -54,7 +54,7 @@ public sealed partial class GreylistEngine
         if (!string.Equals(request.Request, "smtpd_access_policy", StringComparison.Ordinal))
         {
             // postgrey sends no answer at all here and leaves Postfix to time out.
-            Log.UnrecognizedRequest(_logger, LogText.Escape(request.Request ?? ""));
+            Log.UnrecognizedRequest(_logger, request.Request ?? "");
             return Dunno;
         }
 
@@ -78,7 +78,7 @@ public sealed partial class GreylistEngine
         if (!ClientAddress.TryParse(request.ClientAddress, out IPAddress address))
         {
             // postgrey 1.37 dies here and takes mail down with it.
-            Log.BadClientAddress(_logger, LogText.Escape(request.ClientAddress!));
+            Log.BadClientAddress(_logger, request.ClientAddress!);
             return Dunno;
         }
 
@@ -137,7 +137,7 @@ public sealed partial class GreylistEngine
             string client = IsTrue(request.ClientName)
                 ? request.ClientName + "[" + ClientAddress.Format(address) + "]"
                 : ClientAddress.Format(address);
-            Log.Whitelisted(_decisions, LogText.Escape(client));
+            Log.Whitelisted(_decisions, client);
         }
 
         string recipient = request.Recipient!;
@@ -209,7 +209,8 @@ public sealed partial class GreylistEngine
         }
     }
 
-    /// <summary>postgrey's <c>mylog_action</c> line, byte for byte:
+    /// <summary>postgrey's <c>mylog_action</c> line, byte for byte (client bytes are escaped by the
+    /// log sink, as Net::Server does for postgrey):
     /// <c>[QUEUE_ID: ]action=A, reason=R[, X], client_name=.., client_address=.., sender=.., recipient=..</c>,
     /// each attribute only when non-empty.</summary>
     internal static string FormatDecisionLine(PolicyRequest request, string action, string reason, string? additional)
@@ -217,7 +218,7 @@ public sealed partial class GreylistEngine
         var sb = new StringBuilder(256);
         if (IsTrue(request.QueueId))
         {
-            sb.Append(LogText.Escape(request.QueueId!)).Append(": ");
+            sb.Append(request.QueueId).Append(": ");
         }
         sb.Append("action=").Append(action).Append(", reason=").Append(reason);
         if (additional is not null)
@@ -234,7 +235,7 @@ public sealed partial class GreylistEngine
         {
             if (IsTrue(value))
             {
-                sb.Append(", ").Append(name).Append('=').Append(LogText.Escape(value!));
+                sb.Append(", ").Append(name).Append('=').Append(value);
             }
         }
     }

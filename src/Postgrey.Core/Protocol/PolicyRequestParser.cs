@@ -13,7 +13,7 @@ namespace Postgrey.Core.Protocol;
 /// </summary>
 public sealed class PolicyRequestParser
 {
-    private const int GarbageLogChars = 100;
+    private const int GarbageLogBytes = 100; // postgrey: substr($in, 0, 100) on bytes
 
     private readonly PolicyLimits _limits;
     private readonly byte[] _scratch;
@@ -39,7 +39,7 @@ public sealed class PolicyRequestParser
     }
 
     /// <summary>The garbage line found by the last <see cref="PolicyReadStatus.GarbageLine"/>, cut to
-    /// 100 characters as postgrey logs it, control characters escaped.</summary>
+    /// 100 bytes as postgrey logs it. Escaping is the log sink's job.</summary>
     public string LastGarbage { get; private set; } = "";
 
     /// <summary>
@@ -179,15 +179,8 @@ public sealed class PolicyRequestParser
     private static ReadOnlySpan<byte> Cut(ReadOnlySpan<byte> span) =>
         span.Length > PolicyLimits.PostgreyValueLimit ? span[..PolicyLimits.PostgreyValueLimit] : span;
 
-    private static string DescribeGarbage(ReadOnlySpan<byte> line)
-    {
-        string text = Encoding.UTF8.GetString(line.Length > GarbageLogChars * 4 ? line[..(GarbageLogChars * 4)] : line);
-        if (text.Length > GarbageLogChars)
-        {
-            text = text[..GarbageLogChars];
-        }
-        return LogText.Escape(text);
-    }
+    private static string DescribeGarbage(ReadOnlySpan<byte> line) =>
+        Encoding.UTF8.GetString(line.Length > GarbageLogBytes ? line[..GarbageLogBytes] : line);
 
     /// <summary>Keeps the last decoded value of one attribute and its bytes.</summary>
     private sealed class ReusedString

@@ -1,7 +1,6 @@
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Postgrey.Core.Greylisting;
-using Postgrey.Core.Protocol;
 using Postgrey.Testing;
 
 namespace Postgrey.Core.Tests.Greylisting;
@@ -316,13 +315,5 @@ public class GreylistEngineTests
         }
         Assert.Equal("DUNNO", await h.AskAsync(recipient: "c@example.org"));
         Assert.Contains(h.Logs.Entries, e => e.Level == LogLevel.Error && e.Exception is SqliteException);
-    }
-
-    [Fact]
-    public void FormatDecisionLine_ControlCharacters_AreEscaped()
-    {
-        var request = new PolicyRequest { ClientName = "evil\u0001name", ClientAddress = "192.0.2.7", Sender = "", Recipient = "r@x" };
-        Assert.Equal("action=pass, reason=x, client_name=evil\\x01name, client_address=192.0.2.7, recipient=r@x",
-            GreylistEngine.FormatDecisionLine(request, "pass", "x", null));
     }
 }
