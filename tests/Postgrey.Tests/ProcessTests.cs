@@ -192,5 +192,50 @@ public sealed class ProcessTests : IDisposable
         Assert.True(answered.Count >= 2000);
     }
 
+    [Fact]
+    public async Task Quiet_HidesTheActionLinesButNotTheWarnings()
+    {
+        await using var server = PostgreyProcess.Start(Args("-q", "--unix=" + _dir.File("q.sock")));
+        await Task.Delay(100);
+        await using var client = await WaitAndConnectAsync(_dir.File("q.sock"));
+        Assert.Equal(Greylisted, await client.AskAsync("junk line\n" + Requests.Policy()));
+        await server.WaitForLineAsync(l => l == "ignoring garbage: <junk line>");
+        Assert.DoesNotContain(server.Lines, l => l.StartsWith("action=", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task EightBitSender_IsLoggedAsPostgreyLogsIt()
+    {
+        await using var server = PostgreyProcess.Start(Args());
+        await using var client = await PolicyClient.ConnectAsync(await server.WaitForTcpAsync());
+        await client.AskAsync(Requests.Policy(sender: "jörg@exämple.net"));
+        await server.WaitForLineAsync(l => l.Contains("sender=j%C3%B6rg@ex%C3%A4mple.net,", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task MaintenanceInterval_RunsTheCleaning()
+    {
+        await using var server = PostgreyProcess.Start(Args("--maintenance-interval=1"));
+        await using var client = await PolicyClient.ConnectAsync(await server.WaitForTcpAsync());
+        await client.AskAsync(Requests.Policy());
+        await server.WaitForLineAsync(l => l == "cleaning main database finished. before: 1, after: 1");
+        await server.WaitForLineAsync(l => l == "cleaning clients database finished. before: 0, after: 0");
+    }
+
+    private static async Task<PolicyClient> WaitAndConnectAsync(string socket)
+    {
+        for (int i = 0; ; i++)
+        {
+            try
+            {
+                return await PolicyClient.ConnectAsync(new UnixDomainSocketEndPoint(socket));
+            }
+            catch (SocketException) when (i < 300)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+
     public void Dispose() => _dir.Dispose();
 }

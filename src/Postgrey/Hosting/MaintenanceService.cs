@@ -18,10 +18,24 @@ internal sealed partial class MaintenanceService(
     ILogger<MaintenanceService> logger) : BackgroundService
 {
     private readonly ILogger _postgrey = logger;
+    private PeriodicTimer? _timer;
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        // Created here, not in ExecuteAsync (which runs on its own later): the interval counts from start.
+        _timer = new PeriodicTimer(interval, time);
+        return base.StartAsync(cancellationToken);
+    }
+
+    public override void Dispose()
+    {
+        _timer?.Dispose();
+        base.Dispose();
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(interval, time);
+        PeriodicTimer timer = _timer!;
         try
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))

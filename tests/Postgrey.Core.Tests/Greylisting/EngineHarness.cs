@@ -18,13 +18,13 @@ internal sealed class EngineHarness : IDisposable
     private readonly TempDirectory _dir = new();
     private readonly LoggerFactory _loggerFactory;
 
-    public EngineHarness(GreylistOptions? options = null, string clientWhitelist = "", string recipientWhitelist = "")
+    public EngineHarness(GreylistOptions? options = null, string clientWhitelist = "", string recipientWhitelist = "", TimeSpan? busyTimeout = null)
     {
         Options = options ?? new GreylistOptions { Hostname = "mx1.example.org" };
         Time.SetUtcNow(Start);
         Time.SetLocalTimeZone(TimeZoneInfo.Utc);
         _loggerFactory = new LoggerFactory([Logs]);
-        Store = SqliteGreylistStore.Open(new SqliteStoreOptions { Directory = _dir.Path }, NullLogger.Instance);
+        Store = SqliteGreylistStore.Open(new SqliteStoreOptions { Directory = _dir.Path, BusyTimeout = busyTimeout ?? TimeSpan.FromSeconds(5) }, NullLogger.Instance);
         var warnings = new List<WhitelistWarning>();
         Whitelists = new WhitelistProvider(new WhitelistSet(
             new ClientWhitelist.Builder().Add(new StringReader(clientWhitelist), "clients", warnings).Build(),

@@ -316,4 +316,22 @@ public class GreylistEngineTests
         Assert.Equal("DUNNO", await h.AskAsync(recipient: "c@example.org"));
         Assert.Contains(h.Logs.Entries, e => e.Level == LogLevel.Error && e.Exception is SqliteException);
     }
+
+    [Fact]
+    public async Task Decide_DatabaseLockedByAnotherProgram_AnswersDunnoThenRecovers()
+    {
+        using var h = new EngineHarness(busyTimeout: TimeSpan.FromMilliseconds(200));
+        using (var admin = new SqliteConnection($"Data Source={h.DatabasePath};Pooling=False"))
+        {
+            admin.Open();
+            using var hold = admin.CreateCommand();
+            hold.CommandText = "BEGIN EXCLUSIVE"; // e.g. an admin's sqlite3 session
+            hold.ExecuteNonQuery();
+            Assert.Equal("DUNNO", await h.AskAsync());
+            Assert.Contains(h.Logs.Entries, e => e.Level == LogLevel.Error && e.Exception is SqliteException);
+            hold.CommandText = "ROLLBACK";
+            hold.ExecuteNonQuery();
+        }
+        Assert.Equal(Greylisted, await h.AskAsync());
+    }
 }
