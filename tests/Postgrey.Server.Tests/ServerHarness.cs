@@ -43,7 +43,15 @@ internal sealed class ServerHarness : IAsyncDisposable
         };
         options = configure?.Invoke(options) ?? options;
         var harness = new ServerHarness(options, greylist ?? new GreylistOptions(), dir);
-        await harness.Server.StartAsync(CancellationToken.None);
+        try
+        {
+            await harness.Server.StartAsync(CancellationToken.None);
+        }
+        catch
+        {
+            await harness.DisposeAsync();
+            throw;
+        }
         return harness;
     }
 
