@@ -74,16 +74,7 @@ public sealed class ClientWhitelist
         /// reported in <paramref name="warnings"/> and skipped.</summary>
         public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
         {
-            ArgumentNullException.ThrowIfNull(reader);
-            ArgumentNullException.ThrowIfNull(warnings);
-            foreach (var (line, entry) in WhitelistReader.Entries(reader))
-            {
-                string? problem = AddEntry(entry);
-                if (problem is not null)
-                {
-                    warnings.Add(new WhitelistWarning(source, line, problem));
-                }
-            }
+            WhitelistReader.AddAll(reader, source, warnings, AddEntry);
             return this;
         }
 
@@ -91,15 +82,9 @@ public sealed class ClientWhitelist
         public string? AddEntry(string entry)
         {
             ArgumentNullException.ThrowIfNull(entry);
-            if (WhitelistRegex.Body(entry) is { } body)
+            if (WhitelistRegex.TryAdd(entry, _regexes, out string? problem))
             {
-                Regex? regex = WhitelistRegex.TryCompile(body, out string? error);
-                if (regex is null)
-                {
-                    return $"invalid regular expression: {error}";
-                }
-                _regexes.Add(regex);
-                return null;
+                return problem;
             }
 
             switch (Classify(entry))

@@ -95,31 +95,16 @@ public sealed class RecipientWhitelist
 
         public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
         {
-            ArgumentNullException.ThrowIfNull(reader);
-            ArgumentNullException.ThrowIfNull(warnings);
-            foreach (var (line, entry) in WhitelistReader.Entries(reader))
-            {
-                string? problem = AddEntry(entry);
-                if (problem is not null)
-                {
-                    warnings.Add(new WhitelistWarning(source, line, problem));
-                }
-            }
+            WhitelistReader.AddAll(reader, source, warnings, AddEntry);
             return this;
         }
 
         public string? AddEntry(string entry)
         {
             ArgumentNullException.ThrowIfNull(entry);
-            if (WhitelistRegex.Body(entry) is { } body)
+            if (WhitelistRegex.TryAdd(entry, _regexes, out string? problem))
             {
-                Regex? regex = WhitelistRegex.TryCompile(body, out string? error);
-                if (regex is null)
-                {
-                    return $"invalid regular expression: {error}";
-                }
-                _regexes.Add(regex);
-                return null;
+                return problem;
             }
             if (WhitelistReader.HasWhiteSpace(entry))
             {

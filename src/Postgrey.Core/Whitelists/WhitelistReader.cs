@@ -24,6 +24,21 @@ internal static class WhitelistReader
         }
     }
 
+    /// <summary>Feeds every entry to <paramref name="addEntry"/>, which returns why it refused one
+    /// (reported with file and line) or null.</summary>
+    public static void AddAll(TextReader reader, string source, ICollection<WhitelistWarning> warnings, Func<string, string?> addEntry)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        ArgumentNullException.ThrowIfNull(warnings);
+        foreach (var (line, entry) in Entries(reader))
+        {
+            if (addEntry(entry) is { } problem)
+            {
+                warnings.Add(new WhitelistWarning(source, line, problem));
+            }
+        }
+    }
+
     public static bool HasWhiteSpace(string s)
     {
         foreach (char c in s)

@@ -26,18 +26,25 @@ internal static class WhitelistRegex
         return null;
     }
 
-    public static Regex? TryCompile(string body, out string? error)
+    /// <summary>For a <c>/regex/</c> entry: true, with the compiled regex added to
+    /// <paramref name="regexes"/> or the reason it does not compile in <paramref name="problem"/>.
+    /// False for any other entry.</summary>
+    public static bool TryAdd(string entry, List<Regex> regexes, out string? problem)
     {
+        problem = null;
+        if (Body(entry) is not { } body)
+        {
+            return false;
+        }
         try
         {
-            error = null;
-            return new Regex(body, RegexOptions.IgnoreCase | RegexOptions.CultureInvariant, MatchTimeout);
+            regexes.Add(new Regex(body, RegexOptions.IgnoreCase | RegexOptions.CultureInvariant, MatchTimeout));
         }
         catch (ArgumentException ex)
         {
-            error = ex.Message;
-            return null;
+            problem = $"invalid regular expression: {ex.Message}";
         }
+        return true;
     }
 
     /// <summary>A match that ran past its timeout counts as no match.</summary>
