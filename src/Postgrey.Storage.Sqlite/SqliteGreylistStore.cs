@@ -18,6 +18,8 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     private readonly SqliteConnection _connection;
     private readonly Statements _sql;
     private readonly Thread _writer;
+    private readonly Thread _checkpointer;
+    private readonly ManualResetEventSlim _stopCheckpoints = new();
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _queue = new();
     private bool _closing;
@@ -32,6 +34,8 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         _sql = new Statements(connection);
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-db-writer" };
         _writer.Start();
+        _checkpointer = new Thread(CheckpointLoop) { IsBackground = true, Name = "postgrey-db-checkpoint" };
+        _checkpointer.Start();
     }
 
     public string DatabasePath => _options.DatabasePath;
@@ -63,6 +67,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)options.BusyTimeout.TotalMilliseconds}");
             Schema.Execute(connection, "PRAGMA journal_mode = WAL");
             Schema.Execute(connection, options.SyncEveryCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+            Schema.Execute(connection, "PRAGMA wal_autocheckpoint = 0");
             Schema.Migrate(connection);
             var store = new SqliteGreylistStore(options, logger, lockFile, connection);
             Log.Opened(logger, options.DatabasePath, options.SyncEveryCommit ? "FULL" : "NORMAL");
@@ -73,6 +78,37 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             connection?.Dispose();
             lockFile.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Copies the WAL into the database from a connection of its own, so that the writer never
+    /// pays for it: a checkpoint fsyncs, which would stall every decision of the batch behind it.
+    /// PASSIVE never blocks the writer; SQLite restarts the WAL from the start once a checkpoint
+    /// has caught up.
+    /// </summary>
+    private void CheckpointLoop()
+    {
+        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = _options.DatabasePath,
+            Mode = SqliteOpenMode.ReadWrite,
+            Pooling = false,
+        }.ToString());
+        connection.Open();
+        Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)_options.BusyTimeout.TotalMilliseconds}");
+        using var checkpoint = connection.CreateCommand();
+        checkpoint.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+        while (!_stopCheckpoints.Wait(_options.CheckpointInterval))
+        {
+            try
+            {
+                checkpoint.ExecuteNonQuery();
+            }
+            catch (SqliteException ex)
+            {
+                Log.CheckpointFailed(_logger, ex);
+            }
         }
     }
 
@@ -190,82 +226,41 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         }
     }
 
-    /// <summary>One group commit. A decision that throws is rolled back to its savepoint and
-    /// failed alone; a failed COMMIT fails every decision of the batch (none was answered).</summary>
+    /// <summary>
+    /// One group commit: the whole batch in one transaction, every caller answered after COMMIT.
+    /// If anything fails, the batch is rolled back and each decision is run again in a
+    /// transaction of its own, so that one failing decision cannot fail the others. (Decisions
+    /// are pure functions of the stored state, so running one again is safe.)
+    /// </summary>
     private void RunBatch(List<WorkItem> batch)
     {
-        bool savepoints = batch.Count > 1;
         try
         {
-            _sql.Begin.ExecuteNonQuery();
-        }
-        catch (Exception ex)
-        {
-            FailAll(batch, ex);
-            return;
-        }
-
-        foreach (WorkItem item in batch)
-        {
-            try
+            _sql.Begin();
+            foreach (WorkItem item in batch)
             {
-                if (savepoints)
-                {
-                    _sql.Savepoint.ExecuteNonQuery();
-                }
                 item.Run(_sql);
-                if (savepoints)
-                {
-                    _sql.Release.ExecuteNonQuery();
-                }
             }
-            catch (Exception ex)
-            {
-                item.Error = ex;
-                if (!savepoints || !TryRollbackToSavepoint())
-                {
-                    TryRollback();
-                    FailAll(batch, ex);
-                    return;
-                }
-            }
-        }
-
-        try
-        {
-            _sql.Commit.ExecuteNonQuery();
+            _sql.Commit();
         }
         catch (Exception ex)
         {
             TryRollback();
-            FailAll(batch, ex);
+            if (batch.Count == 1)
+            {
+                batch[0].Fail(ex);
+                return;
+            }
+            foreach (WorkItem item in batch)
+            {
+                RunBatch([item]);
+            }
             return;
         }
 
         foreach (WorkItem item in batch)
         {
-            if (item.Error is { } error)
-            {
-                item.Fail(error);
-            }
-            else
-            {
-                item.Complete();
-            }
-        }
-    }
-
-    private bool TryRollbackToSavepoint()
-    {
-        try
-        {
-            _sql.RollbackToSavepoint.ExecuteNonQuery();
-            _sql.Release.ExecuteNonQuery();
-            return true;
-        }
-        catch (SqliteException)
-        {
-            return false; // SQLite already rolled the whole transaction back (e.g. disk full)
+            item.Complete();
         }
     }
 
@@ -275,20 +270,12 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         {
             if (!_sql.InAutocommit)
             {
-                _sql.Rollback.ExecuteNonQuery();
+                _sql.Rollback();
             }
         }
         catch (SqliteException ex)
         {
             Log.RollbackFailed(_logger, ex);
-        }
-    }
-
-    private static void FailAll(List<WorkItem> batch, Exception ex)
-    {
-        foreach (WorkItem item in batch)
-        {
-            item.Fail(item.Error ?? ex);
         }
     }
 
@@ -313,6 +300,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             Monitor.PulseAll(_gate);
         }
         _writer.Join();
+        _stopCheckpoints.Set();
+        _checkpointer.Join();
+        _stopCheckpoints.Dispose();
         _sql.Dispose();
         _connection.Dispose();
         _lock.Dispose();
@@ -321,8 +311,6 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     private abstract class WorkItem
     {
-        public Exception? Error { get; set; }
-
         public abstract void Run(Statements sql);
 
         public abstract void Complete();
@@ -366,6 +354,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
         [LoggerMessage(4002, LogLevel.Information, "database {Path} closed", EventName = "StoreClosed")]
         public static partial void Closed(ILogger logger, string path);
+
+        [LoggerMessage(4004, LogLevel.Error, "WAL checkpoint failed; will try again", EventName = "CheckpointFailed")]
+        public static partial void CheckpointFailed(ILogger logger, Exception exception);
 
         [LoggerMessage(4003, LogLevel.Error, "rollback failed", EventName = "RollbackFailed")]
         public static partial void RollbackFailed(ILogger logger, Exception exception);

@@ -1,57 +1,60 @@
+using System.Text;
 using Microsoft.Data.Sqlite;
 using Postgrey.Core.Storage;
+using SQLitePCL;
 
 namespace Postgrey.Storage.Sqlite;
 
-/// <summary>The writer connection's prepared statements; also the transaction view handed to
-/// decisions. Used by the writer thread only.</summary>
+/// <summary>
+/// The writer connection's prepared statements, on SQLite's C API (bind, step, reset: no
+/// ADO.NET reader or parameter objects per decision); also the transaction view handed to
+/// decisions. Used by the writer thread only.
+/// </summary>
 internal sealed class Statements : IGreylistTransaction, IDisposable
 {
-    private readonly SqliteConnection _connection;
-    private readonly List<SqliteCommand> _all = [];
-    private readonly SqliteCommand _findTriplet;
-    private readonly SqliteCommand _saveTriplet;
-    private readonly SqliteCommand _findClient;
-    private readonly SqliteCommand _saveClient;
-    private readonly SqliteCommand _scanTriplets;
-    private readonly SqliteCommand _scanClients;
-    private readonly SqliteCommand _deleteTriplet;
-    private readonly SqliteCommand _deleteClient;
+    private readonly sqlite3 _db;
+    private readonly List<sqlite3_stmt> _all = [];
+    private readonly sqlite3_stmt _begin;
+    private readonly sqlite3_stmt _commit;
+    private readonly sqlite3_stmt _rollback;
+    private readonly sqlite3_stmt _findTriplet;
+    private readonly sqlite3_stmt _saveTriplet;
+    private readonly sqlite3_stmt _findClient;
+    private readonly sqlite3_stmt _saveClient;
+    private readonly sqlite3_stmt _scanTriplets;
+    private readonly sqlite3_stmt _scanClients;
+    private readonly sqlite3_stmt _deleteTriplet;
+    private readonly sqlite3_stmt _deleteClient;
+    private byte[] _key = new byte[256];
 
     public Statements(SqliteConnection connection)
     {
-        _connection = connection;
+        _db = connection.Handle!;
         // BEGIN IMMEDIATE takes the write lock up front: no read-to-write upgrade can deadlock.
-        Begin = Create("BEGIN IMMEDIATE");
-        Commit = Create("COMMIT");
-        Rollback = Create("ROLLBACK");
-        Savepoint = Create("SAVEPOINT decision");
-        Release = Create("RELEASE decision");
-        RollbackToSavepoint = Create("ROLLBACK TO decision");
-        _findTriplet = Create("SELECT first_seen, last_seen FROM triplets WHERE key = $key", "$key");
-        _saveTriplet = Create(
-            "INSERT INTO triplets (key, first_seen, last_seen) VALUES ($key, $a, $b) " +
-            "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen",
-            "$key", "$a", "$b");
-        _findClient = Create("SELECT count, last_seen FROM clients WHERE key = $key", "$key");
-        _saveClient = Create(
-            "INSERT INTO clients (key, count, last_seen) VALUES ($key, $a, $b) " +
-            "ON CONFLICT (key) DO UPDATE SET count = excluded.count, last_seen = excluded.last_seen",
-            "$key", "$a", "$b");
-        _scanTriplets = Create("SELECT key, first_seen, last_seen FROM triplets WHERE key > $key ORDER BY key LIMIT $n", "$key", "$n");
-        _scanClients = Create("SELECT key, count, last_seen FROM clients WHERE key > $key ORDER BY key LIMIT $n", "$key", "$n");
-        _deleteTriplet = Create("DELETE FROM triplets WHERE key = $key", "$key");
-        _deleteClient = Create("DELETE FROM clients WHERE key = $key", "$key");
+        _begin = Prepare("BEGIN IMMEDIATE");
+        _commit = Prepare("COMMIT");
+        _rollback = Prepare("ROLLBACK");
+        _findTriplet = Prepare("SELECT first_seen, last_seen FROM triplets WHERE key = ?1");
+        _saveTriplet = Prepare(
+            "INSERT INTO triplets (key, first_seen, last_seen) VALUES (?1, ?2, ?3) " +
+            "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen");
+        _findClient = Prepare("SELECT count, last_seen FROM clients WHERE key = ?1");
+        _saveClient = Prepare(
+            "INSERT INTO clients (key, count, last_seen) VALUES (?1, ?2, ?3) " +
+            "ON CONFLICT (key) DO UPDATE SET count = excluded.count, last_seen = excluded.last_seen");
+        _scanTriplets = Prepare("SELECT key, first_seen, last_seen FROM triplets WHERE key > ?1 ORDER BY key LIMIT ?2");
+        _scanClients = Prepare("SELECT key, count, last_seen FROM clients WHERE key > ?1 ORDER BY key LIMIT ?2");
+        _deleteTriplet = Prepare("DELETE FROM triplets WHERE key = ?1");
+        _deleteClient = Prepare("DELETE FROM clients WHERE key = ?1");
     }
 
-    public SqliteCommand Begin { get; }
-    public SqliteCommand Commit { get; }
-    public SqliteCommand Rollback { get; }
-    public SqliteCommand Savepoint { get; }
-    public SqliteCommand Release { get; }
-    public SqliteCommand RollbackToSavepoint { get; }
+    public bool InAutocommit => raw.sqlite3_get_autocommit(_db) != 0;
 
-    public bool InAutocommit => SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) != 0;
+    public void Begin() => Done(_begin);
+
+    public void Commit() => Done(_commit);
+
+    public void Rollback() => Done(_rollback);
 
     public TripletRecord? FindTriplet(string key) => Find(_findTriplet, key) is { } r ? new TripletRecord(r.A, r.B) : null;
 
@@ -65,68 +68,119 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
     /// order and deletes the expired ones. Returns the key to continue after (null at the end).</summary>
     public (string? Next, long Scanned, long Deleted) CleanStep(MaintenancePolicy policy, bool triplets, string after, int rows)
     {
-        SqliteCommand scan = triplets ? _scanTriplets : _scanClients;
-        scan.Parameters[0].Value = after;
-        scan.Parameters[1].Value = rows;
+        sqlite3_stmt scan = triplets ? _scanTriplets : _scanClients;
         var expired = new List<string>();
         string? last = null;
         long scanned = 0;
-        using (var reader = scan.ExecuteReader())
+        try
         {
-            while (reader.Read())
+            BindKey(scan, after);
+            Check(raw.sqlite3_bind_int64(scan, 2, rows));
+            int rc;
+            while ((rc = raw.sqlite3_step(scan)) == raw.SQLITE_ROW)
             {
-                last = reader.GetString(0);
+                last = raw.sqlite3_column_text(scan, 0).utf8_to_string();
                 scanned++;
+                long a = raw.sqlite3_column_int64(scan, 1);
+                long b = raw.sqlite3_column_int64(scan, 2);
                 bool isExpired = triplets
-                    ? policy.IsTripletExpired(new TripletRecord(reader.GetInt64(1), reader.GetInt64(2)))
-                    : policy.IsClientExpired(new ClientRecord(reader.GetInt64(1), reader.GetInt64(2)));
+                    ? policy.IsTripletExpired(new TripletRecord(a, b))
+                    : policy.IsClientExpired(new ClientRecord(a, b));
                 if (isExpired)
                 {
                     expired.Add(last);
                 }
             }
+            CheckDone(rc);
         }
-        SqliteCommand delete = triplets ? _deleteTriplet : _deleteClient;
+        finally
+        {
+            raw.sqlite3_reset(scan);
+        }
+        sqlite3_stmt delete = triplets ? _deleteTriplet : _deleteClient;
         foreach (string key in expired)
         {
-            delete.Parameters[0].Value = key;
-            delete.ExecuteNonQuery();
+            BindKey(delete, key);
+            Done(delete);
         }
         return (scanned < rows ? null : last, scanned, expired.Count);
     }
 
-    private static (long A, long B)? Find(SqliteCommand command, string key)
+    private (long A, long B)? Find(sqlite3_stmt statement, string key)
     {
-        command.Parameters[0].Value = key;
-        using var reader = command.ExecuteReader();
-        return reader.Read() ? (reader.GetInt64(0), reader.GetInt64(1)) : null;
-    }
-
-    private static void Save(SqliteCommand command, string key, long a, long b)
-    {
-        command.Parameters[0].Value = key;
-        command.Parameters[1].Value = a;
-        command.Parameters[2].Value = b;
-        command.ExecuteNonQuery();
-    }
-
-    private SqliteCommand Create(string sql, params string[] parameters)
-    {
-        var command = _connection.CreateCommand();
-        command.CommandText = sql;
-        foreach (string name in parameters)
+        try
         {
-            command.Parameters.Add(new SqliteParameter { ParameterName = name });
+            BindKey(statement, key);
+            int rc = raw.sqlite3_step(statement);
+            if (rc == raw.SQLITE_ROW)
+            {
+                return (raw.sqlite3_column_int64(statement, 0), raw.sqlite3_column_int64(statement, 1));
+            }
+            CheckDone(rc);
+            return null;
         }
-        _all.Add(command);
-        return command;
+        finally
+        {
+            raw.sqlite3_reset(statement);
+        }
+    }
+
+    private void Save(sqlite3_stmt statement, string key, long a, long b)
+    {
+        BindKey(statement, key);
+        Check(raw.sqlite3_bind_int64(statement, 2, a));
+        Check(raw.sqlite3_bind_int64(statement, 3, b));
+        Done(statement);
+    }
+
+    // Keys are bound as UTF-8 from a reused buffer (SQLite copies them).
+    private void BindKey(sqlite3_stmt statement, string key)
+    {
+        int max = Encoding.UTF8.GetMaxByteCount(key.Length);
+        if (max > _key.Length)
+        {
+            _key = new byte[max];
+        }
+        int n = Encoding.UTF8.GetBytes(key, _key);
+        Check(raw.sqlite3_bind_text(statement, 1, _key.AsSpan(0, n)));
+    }
+
+    private void Done(sqlite3_stmt statement)
+    {
+        int rc = raw.sqlite3_step(statement);
+        raw.sqlite3_reset(statement);
+        CheckDone(rc);
+    }
+
+    private void CheckDone(int rc)
+    {
+        if (rc != raw.SQLITE_DONE)
+        {
+            SqliteException.ThrowExceptionForRC(rc, _db);
+            throw new InvalidOperationException($"SQLite step returned {rc}");
+        }
+    }
+
+    private void Check(int rc)
+    {
+        if (rc != raw.SQLITE_OK)
+        {
+            SqliteException.ThrowExceptionForRC(rc, _db);
+        }
+    }
+
+    private sqlite3_stmt Prepare(string sql)
+    {
+        Check(raw.sqlite3_prepare_v2(_db, sql, out sqlite3_stmt statement));
+        _all.Add(statement);
+        return statement;
     }
 
     public void Dispose()
     {
-        foreach (var command in _all)
+        foreach (var statement in _all)
         {
-            command.Dispose();
+            statement.Dispose();
         }
     }
 }
