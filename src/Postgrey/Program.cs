@@ -144,7 +144,7 @@ internal static class Program
         return new LoggerConfiguration()
             .MinimumLevel.Is(level)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
-            .WriteTo.Console(new NetServerLogFormatter())
+            .WriteTo.Sink(new BufferedConsoleSink(new NetServerLogFormatter()))
             .CreateLogger();
     }
 }
