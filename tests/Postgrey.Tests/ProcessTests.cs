@@ -79,6 +79,20 @@ public sealed class ProcessTests : IDisposable
     }
 
     [Fact]
+    public async Task PortInUse_ExitsWithAnErrorAndReleasesTheLock()
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        taken.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        taken.Listen();
+        int port = ((System.Net.IPEndPoint)taken.LocalEndPoint!).Port;
+        var (code, output) = await PostgreyProcess.RunAsync([.. Args().Where(a => !a.StartsWith("--inet", StringComparison.Ordinal)), $"--inet=127.0.0.1:{port}"]);
+        Assert.Equal(1, code);
+        Assert.Contains($"ERROR: can't bind to 127.0.0.1:{port}: Address already in use", output.Split('\n'));
+        await using var next = PostgreyProcess.Start(Args());
+        await next.WaitForTcpAsync(); // the database and its lock were released
+    }
+
+    [Fact]
     public async Task Sighup_ReloadsTheWhitelists()
     {
         await using var server = PostgreyProcess.Start(Args());
