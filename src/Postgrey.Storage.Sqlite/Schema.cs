@@ -7,6 +7,9 @@ internal static class Schema
 {
     public const int CurrentVersion = 1;
 
+    /// <summary>Page size of new databases.</summary>
+    public const int PageSize = 1024;
+
     private static readonly string[] Migrations =
     [
         // 1: postgrey's two databases, "first,last" and "count,last", as columns. No index on

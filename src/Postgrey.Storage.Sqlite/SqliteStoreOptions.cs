@@ -25,6 +25,9 @@ public sealed record SqliteStoreOptions
     /// <summary>How long a write waits for another process holding the database (sqlite3 CLI, backup).</summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>SQLite page cache of the writer connection, in KiB.</summary>
+    public int CacheKiB { get; init; } = 16 * 1024;
+
     /// <summary>How often the WAL is copied into the database, off the writer thread.</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 

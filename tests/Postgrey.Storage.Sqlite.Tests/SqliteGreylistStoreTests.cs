@@ -142,6 +142,18 @@ public sealed class SqliteGreylistStoreTests : IDisposable
     }
 
     [Fact]
+    public void Open_NewDatabase_HasSmallPagesAndWal()
+    {
+        Open().Dispose();
+        Assert.Equal(1024, Scalar("PRAGMA page_size"));
+        using var connection = new SqliteConnection($"Data Source={Options().DatabasePath};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "PRAGMA journal_mode";
+        Assert.Equal("wal", command.ExecuteScalar());
+    }
+
+    [Fact]
     public void Open_NotADatabase_FailsClearly()
     {
         File.WriteAllText(Options().DatabasePath, new string('x', 8192));
