@@ -38,7 +38,7 @@ public sealed partial class DifferentialTests(ITestOutputHelper output)
 
         int theirPort = PolicyServerProcess.FreePort();
         string theirDb = Directory.CreateDirectory(dir.File("theirs")).FullName;
-        await using var theirs = PolicyServerProcess.Start(RealPostgrey, [$"--inet=127.0.0.1:{theirPort}", $"--dbdir={theirDb}", .. RunAs(theirDb), .. common]);
+        await using var theirs = PolicyServerProcess.Start(RealPostgrey, [$"--inet=127.0.0.1:{theirPort}", $"--dbdir={theirDb}", .. RunAs(theirDb), .. common], stopGracefully: false);
         int ourPort = PolicyServerProcess.FreePort();
         await using var ours = PolicyServerProcess.Start("dotnet", [BuiltPostgrey.DllPath, $"--inet=127.0.0.1:{ourPort}", $"--dbdir={dir.File("ours")}", "--allow-test-time", .. common]);
         var theirEndPoint = new IPEndPoint(IPAddress.Loopback, theirPort);

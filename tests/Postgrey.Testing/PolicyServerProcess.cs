@@ -10,15 +10,27 @@ namespace Postgrey.Testing;
 public sealed class PolicyServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
+    private readonly bool _stopGracefully;
     private readonly ConcurrentQueue<string> _lines = new();
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private PolicyServerProcess(Process process) => _process = process;
+    private PolicyServerProcess(Process process, bool stopGracefully)
+    {
+        _process = process;
+        _stopGracefully = stopGracefully;
+    }
+
+    public int Pid => _process.Id;
 
     public IReadOnlyList<string> Lines => _lines.ToArray();
 
     public bool HasExited => _process.HasExited;
 
-    public static PolicyServerProcess Start(string fileName, IEnumerable<string> args)
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>Starts <paramref name="fileName"/>. At dispose it gets SIGTERM and 15 s to exit when
+    /// <paramref name="stopGracefully"/>, else SIGKILL at once (postgrey does not always exit on TERM).</summary>
+    public static PolicyServerProcess Start(string fileName, IEnumerable<string> args, bool stopGracefully = true)
     {
         var info = new ProcessStartInfo(fileName)
         {
@@ -31,12 +43,13 @@ public sealed class PolicyServerProcess : IAsyncDisposable
         {
             info.ArgumentList.Add(arg);
         }
-        info.Environment.Remove("INVOCATION_ID");
+        info.Environment.Remove("INVOCATION_ID"); // never look like a systemd service
         info.Environment.Remove("NOTIFY_SOCKET");
-        var process = new Process { StartInfo = info };
-        var result = new PolicyServerProcess(process);
+        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        var result = new PolicyServerProcess(process, stopGracefully);
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { result._lines.Enqueue(e.Data); } };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { result._lines.Enqueue(e.Data); } };
+        process.Exited += (_, _) => result._exited.TrySetResult();
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -74,8 +87,54 @@ public sealed class PolicyServerProcess : IAsyncDisposable
         }
     }
 
+    public async Task WaitForExitAsync(TimeSpan timeout)
+    {
+        await _exited.Task.WaitAsync(timeout);
+        _process.WaitForExit(); // drain the output
+    }
+
+    /// <summary>Waits for an output line that matches, and returns it.</summary>
+    public async Task<string> WaitForLineAsync(Func<string, bool> match, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        while (DateTime.UtcNow < deadline)
+        {
+            if (_lines.FirstOrDefault(match) is { } line)
+            {
+                return line;
+            }
+            if (_process.HasExited)
+            {
+                _process.WaitForExit();
+                return _lines.FirstOrDefault(match)
+                    ?? throw new InvalidOperationException($"{_process.StartInfo.FileName} exited ({_process.ExitCode}):\n{string.Join('\n', _lines)}");
+            }
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"no such line within the timeout:\n{string.Join('\n', _lines)}");
+    }
+
+    public void Signal(string signal)
+    {
+        using var kill = Process.Start("kill", ["-" + signal, Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        kill.WaitForExit();
+    }
+
+    public void KillHard() => _process.Kill(); // SIGKILL
+
     public async ValueTask DisposeAsync()
     {
+        if (!_process.HasExited && _stopGracefully)
+        {
+            Signal("TERM");
+            try
+            {
+                await WaitForExitAsync(TimeSpan.FromSeconds(15));
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);
