@@ -55,6 +55,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         SqliteConnection? connection = null;
         try
         {
+            bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
             CreatePrivateFile(options.DatabasePath);
             connection = new SqliteConnection(new SqliteConnectionStringBuilder
             {
@@ -64,7 +65,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
             }.ToString());
             connection.Open();
-            if (new FileInfo(options.DatabasePath).Length == 0)
+            if (isNew)
             {
                 // A new database. Small pages: every new triplet lands on a random leaf, and each
                 // commit appends every page it touched to the WAL, so the page size is the write
