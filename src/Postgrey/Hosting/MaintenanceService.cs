@@ -17,7 +17,6 @@ internal sealed partial class MaintenanceService(
     TimeProvider time,
     ILogger<MaintenanceService> logger) : BackgroundService
 {
-    private readonly ILogger _postgrey = logger;
     private PeriodicTimer? _timer;
 
     public override Task StartAsync(CancellationToken cancellationToken)
@@ -52,14 +51,14 @@ internal sealed partial class MaintenanceService(
     public async Task RunOnceAsync(CancellationToken cancellationToken)
     {
         var policy = new MaintenancePolicy(time.GetUtcNow().ToUnixTimeSeconds(), options.MaxAgeSeconds, options.DelaySeconds, options.RetryWindowSeconds);
-        Log.Cleaning(_postgrey);
+        Log.Cleaning(logger);
         try
         {
             MaintenanceReport report = await store.CleanAsync(policy, cancellationToken);
-            Log.MainFinished(_postgrey, report.TripletsBefore, report.TripletsAfter);
+            Log.MainFinished(logger, report.TripletsBefore, report.TripletsAfter);
             if (options.AutoWhitelistClients > 0)
             {
-                Log.ClientsFinished(_postgrey, report.ClientsBefore, report.ClientsAfter);
+                Log.ClientsFinished(logger, report.ClientsBefore, report.ClientsAfter);
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -68,7 +67,7 @@ internal sealed partial class MaintenanceService(
         }
         catch (Exception ex)
         {
-            Log.Failed(_postgrey, ex);
+            Log.Failed(logger, ex);
         }
     }
 
