@@ -9,22 +9,24 @@ namespace Postgrey.Server;
 
 /// <summary>
 /// Listens on every --inet and --unix address and runs one <see cref="PolicyConnectionHandler"/>
-/// task per connection. Sockets are bound in <see cref="StartAsync"/>, so a bind failure fails
-/// the start (non-zero exit) and the service is ready only once every socket listens.
+/// task per connection. The sockets come bound (<see cref="PolicyListeners"/>) or are bound in
+/// <see cref="StartAsync"/>, so a bind failure fails the start (non-zero exit) and the service is
+/// ready only once every socket listens.
 /// </summary>
 public sealed partial class PolicyServer : BackgroundService
 {
     private readonly ServerOptions _options;
     private readonly PolicyConnectionHandler _handler;
     private readonly ILogger _logger;
-    private readonly List<Socket> _listeners = [];
-    private readonly List<string> _socketFiles = [];
     private readonly ConcurrentDictionary<long, Task> _connections = new();
     private readonly CancellationTokenSource _stopping = new();
     private long _nextConnectionId;
     private long _lastRefusalWarning;
+    private PolicyListeners? _listeners;
 
-    public PolicyServer(ServerOptions options, PolicyConnectionHandler handler, ILogger<PolicyServer> logger)
+    /// <summary><paramref name="listeners"/>: sockets bound (or inherited) before the host
+    /// started; null binds --inet/--unix in <see cref="StartAsync"/>.</summary>
+    public PolicyServer(ServerOptions options, PolicyConnectionHandler handler, ILogger<PolicyServer> logger, PolicyListeners? listeners = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(handler);
@@ -32,127 +34,22 @@ public sealed partial class PolicyServer : BackgroundService
         _options = options;
         _handler = handler;
         _logger = logger;
+        _listeners = listeners;
     }
 
     /// <summary>The addresses actually bound (port 0 resolved).</summary>
-    public IReadOnlyList<EndPoint> BoundEndPoints => _listeners.Select(l => l.LocalEndPoint!).ToList();
+    public IReadOnlyList<EndPoint> BoundEndPoints => _listeners?.Sockets.Select(l => l.LocalEndPoint!).ToList() ?? [];
 
     public int ConnectionCount => _connections.Count;
 
     public override Task StartAsync(CancellationToken cancellationToken)
     {
-        try
-        {
-            foreach (InetEndpoint endpoint in _options.Inet)
-            {
-                BindInet(endpoint);
-            }
-            foreach (string path in _options.Unix)
-            {
-                BindUnix(path);
-            }
-        }
-        catch
-        {
-            CloseListeners();
-            throw;
-        }
-        if (_listeners.Count == 0)
-        {
-            throw new InvalidOperationException("no socket could be bound");
-        }
+        _listeners ??= PolicyListeners.Bind(_options, _logger);
         return base.StartAsync(cancellationToken);
     }
 
-    private void BindInet(InetEndpoint endpoint)
-    {
-        var socket = new Socket(endpoint.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        try
-        {
-            if (endpoint.EndPoint.Address.Equals(IPAddress.IPv6Any))
-            {
-                socket.DualMode = true;
-            }
-            // Restarting right after a stop must not fail on connections still in TIME_WAIT.
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            socket.Bind(endpoint.EndPoint);
-            Listen(socket);
-        }
-        catch (SocketException ex) when (endpoint.Optional && ex.SocketErrorCode is SocketError.AddressNotAvailable or SocketError.AddressFamilyNotSupported)
-        {
-            socket.Dispose();
-            Log.OptionalBindSkipped(_logger, endpoint.ToString(), ex.Message);
-            return;
-        }
-        catch (SocketException ex)
-        {
-            socket.Dispose();
-            throw new IOException($"can't bind to {endpoint}: {ex.Message}", ex);
-        }
-        _listeners.Add(socket);
-        Log.Listening(_logger, socket.LocalEndPoint!.ToString()!);
-    }
-
-    private void BindUnix(string path)
-    {
-        RemoveStaleSocket(path);
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
-            _socketFiles.Add(path);
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(path, _options.SocketMode);
-            }
-            Listen(socket);
-        }
-        catch (SocketException ex)
-        {
-            socket.Dispose();
-            throw new IOException($"can't bind to unix socket {path}: {ex.Message}", ex);
-        }
-        _listeners.Add(socket);
-        Log.Listening(_logger, "unix:" + path);
-    }
-
-    /// <summary>A socket file left by a dead process is removed; one that still answers belongs to a
-    /// running server and is an error, not something to steal.</summary>
-    private static void RemoveStaleSocket(string path)
-    {
-        if (!File.Exists(path))
-        {
-            return;
-        }
-        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-        {
-            try
-            {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new IOException($"unix socket {path} is in use by another process");
-            }
-            catch (SocketException)
-            {
-                // nobody listens: stale
-            }
-        }
-        File.Delete(path);
-    }
-
-    private void Listen(Socket socket)
-    {
-        if (_options.ListenQueueSize is int backlog)
-        {
-            socket.Listen(backlog);
-        }
-        else
-        {
-            socket.Listen();
-        }
-    }
-
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(_listeners.Select(l => AcceptLoopAsync(l, stoppingToken)));
+        Task.WhenAll(_listeners!.Sockets.Select(l => AcceptLoopAsync(l, stoppingToken)));
 
     private async Task AcceptLoopAsync(Socket listener, CancellationToken stoppingToken)
     {
@@ -247,25 +144,7 @@ public sealed partial class PolicyServer : BackgroundService
         }
     }
 
-    private void CloseListeners()
-    {
-        foreach (Socket listener in _listeners)
-        {
-            listener.Dispose();
-        }
-        foreach (string path in _socketFiles)
-        {
-            try
-            {
-                File.Delete(path);
-            }
-            catch (IOException)
-            {
-                // already gone
-            }
-        }
-        _socketFiles.Clear();
-    }
+    private void CloseListeners() => _listeners?.Dispose();
 
     public override void Dispose()
     {
@@ -283,12 +162,6 @@ public sealed partial class PolicyServer : BackgroundService
 
     private static partial class Log
     {
-        [LoggerMessage(1001, LogLevel.Information, "listening on {EndPoint}", EventName = "Listening")]
-        public static partial void Listening(ILogger logger, string endPoint);
-
-        [LoggerMessage(1002, LogLevel.Warning, "not listening on {EndPoint}: {Reason}", EventName = "OptionalBindSkipped")]
-        public static partial void OptionalBindSkipped(ILogger logger, string endPoint, string reason);
-
         [LoggerMessage(1003, LogLevel.Warning, "accept failed ({Error}); retrying in {Delay} ms", EventName = "AcceptFailed")]
         public static partial void AcceptFailed(ILogger logger, string error, int delay);
 

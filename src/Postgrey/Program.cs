@@ -6,6 +6,7 @@ using Postgrey.Core.Greylisting;
 using Postgrey.Core.Storage;
 using Postgrey.Core.Whitelists;
 using Postgrey.Hosting;
+using Postgrey.Platform;
 using Postgrey.Server;
 using Postgrey.Storage.Sqlite;
 using Serilog;
@@ -46,17 +47,61 @@ internal static class Program
             }
             return 1;
         }
-        return Run(options);
+        return Run(options, args);
     }
 
-    private static int Run(PostgreyOptions options)
+    private static int Run(PostgreyOptions options, IReadOnlyList<string> args)
     {
+        if (OperatingSystem.IsLinux())
+        {
+            _ = Libc.SetUmask(Convert.ToUInt32("077", 8)); // postgrey's umask: nothing it creates is readable by others
+        }
+        if (options.Service.Daemonize && !Daemon.IsDaemon)
+        {
+            return Daemon.Launch(args);
+        }
+        if (Daemon.IsDaemon)
+        {
+            Daemon.StartSession();
+        }
+
         using Serilog.Core.Logger serilog = CreateLogger(options.Logging);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         var startup = loggerFactory.CreateLogger("postgrey");
+        using var signals = new ProcessSignals(() =>
+        {
+            Log.StoppingAtOnce(startup);
+            serilog.Dispose(); // writes out what is queued
+        });
         foreach (string warning in options.CompatibilityWarnings)
         {
             Log.Compatibility(startup, warning);
+        }
+
+        // Everything that can stop the start is checked before anything is opened.
+        var errors = new List<string>();
+        var warnings = new List<string>();
+        ServiceAccount? account = Privileges.Resolve(options.Service.User, options.Service.Group, errors, warnings);
+        foreach (string warning in warnings)
+        {
+            Log.Compatibility(startup, warning);
+        }
+        PidFile? pidFile = null;
+        try
+        {
+            pidFile = options.Service.PidFile is { } pidPath ? PidFile.Claim(pidPath) : null;
+        }
+        catch (IOException ex)
+        {
+            errors.Add(ex.Message);
+        }
+        if (errors.Count > 0)
+        {
+            foreach (string error in errors)
+            {
+                Console.Error.WriteLine($"ERROR: {error}");
+            }
+            return 1;
         }
 
         var whitelistFiles = new WhitelistFiles(options.WhitelistClientFiles, options.WhitelistRecipientFiles, loggerFactory.CreateLogger<WhitelistFiles>());
@@ -66,6 +111,10 @@ internal static class Program
         try
         {
             store = SqliteGreylistStore.Open(options.Storage, loggerFactory.CreateLogger<SqliteGreylistStore>());
+            if (account is not null)
+            {
+                Privileges.GiveDirectory(options.Storage.Directory, account);
+            }
         }
         catch (StoreLockedException ex)
         {
@@ -78,9 +127,36 @@ internal static class Program
             return 1;
         }
 
+        PolicyListeners? listeners = null;
         try
         {
-            using IHost host = BuildHost(options, serilog, store, whitelists, whitelistFiles);
+            listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
+            if (pidFile is not null)
+            {
+                pidFile.Write();
+                if (account is not null)
+                {
+                    Privileges.Chown(pidFile.Path, account);
+                }
+            }
+            if (account is not null)
+            {
+                Privileges.Drop(account);
+                Log.RunningAs(startup, account.ToString());
+            }
+
+            using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
+            var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+            if (Daemon.IsDaemon)
+            {
+                lifetime.ApplicationStarted.Register(Daemon.Detach);
+            }
+            var reloader = host.Services.GetRequiredService<WhitelistReloader>();
+            lifetime.ApplicationStarted.Register(() =>
+            {
+                signals.AttachStop(lifetime.StopApplication);
+                signals.AttachReload(reloader.Reload);
+            });
             host.Run();
             return 0;
         }
@@ -91,11 +167,28 @@ internal static class Program
         }
         finally
         {
+            listeners?.Dispose();
             store.Dispose(); // after every connection has been answered
+            pidFile?.Dispose();
         }
     }
 
-    private static IHost BuildHost(PostgreyOptions options, Serilog.ILogger serilog, SqliteGreylistStore store, WhitelistProvider whitelists, WhitelistFiles whitelistFiles)
+    /// <summary>The sockets systemd passed (socket activation), or else --inet/--unix bound now.</summary>
+    private static PolicyListeners OpenListeners(PostgreyOptions options, Microsoft.Extensions.Logging.ILogger logger)
+    {
+        IReadOnlyList<System.Net.Sockets.Socket> inherited = SystemdListeners.Take();
+        if (inherited.Count == 0)
+        {
+            return PolicyListeners.Bind(options.Server, logger);
+        }
+        if (options.Server.Inet.Count > 0 || options.Server.Unix.Count > 0)
+        {
+            Log.InheritedSockets(logger, inherited.Count);
+        }
+        return PolicyListeners.Adopt(inherited, logger);
+    }
+
+    private static IHost BuildHost(PostgreyOptions options, Serilog.ILogger serilog, SqliteGreylistStore store, PolicyListeners listeners, WhitelistProvider whitelists, WhitelistFiles whitelistFiles)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
@@ -120,6 +213,7 @@ internal static class Program
             options.Server.Limits,
             options.Server.Exim,
             sp.GetRequiredService<ILogger<PolicyConnectionHandler>>()));
+        builder.Services.AddSingleton(listeners);
         builder.Services.AddHostedService<PolicyServer>();
         builder.Services.AddHostedService(sp => new MaintenanceService(
             store,
@@ -127,7 +221,7 @@ internal static class Program
             options.MaintenanceInterval,
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<MaintenanceService>>()));
-        builder.Services.AddHostedService<WhitelistReloadService>();
+        builder.Services.AddSingleton<WhitelistReloader>();
         return builder.Build();
     }
 
@@ -144,8 +238,30 @@ internal static class Program
         return new LoggerConfiguration()
             .MinimumLevel.Is(level)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
-            .WriteTo.Sink(new BufferedConsoleSink(new NetServerLogFormatter()))
+            .WriteTo.Sink(CreateSink(options))
             .CreateLogger();
+    }
+
+    /// <summary>-d/--syslog: the syslog socket, as postgrey. Under systemd (its journal holds our
+    /// stdout): journald's own socket, so that each line keeps its priority and facility; if that
+    /// is out of reach, stdout with a priority prefix. Else the console, as postgrey.</summary>
+    private static Serilog.Core.ILogEventSink CreateSink(LoggingOptions options)
+    {
+        if (options.Syslog)
+        {
+            return new SyslogSink(options.SyslogSocket, options.SyslogFacility, "postgrey");
+        }
+        if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is { Length: > 0 })
+        {
+            var journal = new JournalSink(JournalSink.DefaultPath, options.SyslogFacility, "postgrey", TextWriter.Null);
+            if (journal.Connected)
+            {
+                return journal;
+            }
+            journal.Dispose();
+            return new ConsoleSink(levelPrefix: true);
+        }
+        return new ConsoleSink();
     }
 }
 
@@ -153,4 +269,13 @@ internal static partial class Log
 {
     [LoggerMessage(5001, LogLevel.Warning, "{Warning}", EventName = "CompatibilityFlag")]
     public static partial void Compatibility(Microsoft.Extensions.Logging.ILogger logger, string warning);
+
+    [LoggerMessage(5002, LogLevel.Information, "running as {Account}", EventName = "RunningAs")]
+    public static partial void RunningAs(Microsoft.Extensions.Logging.ILogger logger, string account);
+
+    [LoggerMessage(5003, LogLevel.Warning, "second stop signal: stopping at once", EventName = "StoppingAtOnce")]
+    public static partial void StoppingAtOnce(Microsoft.Extensions.Logging.ILogger logger);
+
+    [LoggerMessage(5004, LogLevel.Information, "{Count} listening socket(s) passed by systemd: --inet/--unix are not bound", EventName = "InheritedSockets")]
+    public static partial void InheritedSockets(Microsoft.Extensions.Logging.ILogger logger, int count);
 }

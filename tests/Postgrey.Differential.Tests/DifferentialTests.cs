@@ -40,7 +40,7 @@ public sealed partial class DifferentialTests(ITestOutputHelper output)
         string theirDb = Directory.CreateDirectory(dir.File("theirs")).FullName;
         await using var theirs = PolicyServerProcess.Start(RealPostgrey, [$"--inet=127.0.0.1:{theirPort}", $"--dbdir={theirDb}", .. RunAs(theirDb), .. common], stopGracefully: false);
         int ourPort = PolicyServerProcess.FreePort();
-        await using var ours = PolicyServerProcess.Start("dotnet", [BuiltPostgrey.DllPath, $"--inet=127.0.0.1:{ourPort}", $"--dbdir={dir.File("ours")}", "--allow-test-time", .. common]);
+        await using var ours = BuiltPostgrey.Start([$"--inet=127.0.0.1:{ourPort}", $"--dbdir={dir.File("ours")}", "--allow-test-time", .. common]);
         var theirEndPoint = new IPEndPoint(IPAddress.Loopback, theirPort);
         var ourEndPoint = new IPEndPoint(IPAddress.Loopback, ourPort);
         await theirs.WaitUntilListeningAsync(theirEndPoint, TimeSpan.FromSeconds(30));

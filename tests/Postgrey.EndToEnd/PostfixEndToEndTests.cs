@@ -20,9 +20,9 @@ public sealed class PostfixEndToEndTests : IDisposable
         _dir.Write("recipients", "postmaster@\n");
     }
 
-    private PolicyServerProcess StartPostgrey(string listen) => PolicyServerProcess.Start("dotnet",
+    private PolicyServerProcess StartPostgrey(string listen) => BuiltPostgrey.Start(
     [
-        BuiltPostgrey.DllPath, listen, $"--dbdir={_dir.File("db")}", $"--delay={Delay}", "--hostname=mx.test.example",
+        listen, $"--dbdir={_dir.File("db")}", $"--delay={Delay}", "--hostname=mx.test.example",
         $"--whitelist-clients={_dir.File("clients")}", $"--whitelist-recipients={_dir.File("recipients")}",
     ]);
 

@@ -3,6 +3,18 @@ namespace Postgrey.Testing;
 /// <summary>Where the built postgrey.dll of src/Postgrey is, in the tests' own configuration.</summary>
 public static class BuiltPostgrey
 {
+    public static bool IsRoot => Environment.UserName == "root";
+
+    /// <summary>Starts ours with <paramref name="args"/>. Started as root, postgrey (and ours) would
+    /// switch to the postgrey user, who cannot read the tests' private temp dirs; the tests that
+    /// are not about that say --user=root.</summary>
+    public static PolicyServerProcess Start(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        string[] all = [.. args];
+        string[] runAs = IsRoot && !all.Any(a => a.StartsWith("--user", StringComparison.Ordinal)) ? ["--user=root"] : [];
+        return PolicyServerProcess.Start("dotnet", [DllPath, .. all, .. runAs], environment: environment);
+    }
+
     public static string DllPath
     {
         get

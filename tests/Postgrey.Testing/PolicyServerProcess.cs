@@ -30,7 +30,7 @@ public sealed class PolicyServerProcess : IAsyncDisposable
 
     /// <summary>Starts <paramref name="fileName"/>. At dispose it gets SIGTERM and 15 s to exit when
     /// <paramref name="stopGracefully"/>, else SIGKILL at once (postgrey does not always exit on TERM).</summary>
-    public static PolicyServerProcess Start(string fileName, IEnumerable<string> args, bool stopGracefully = true)
+    public static PolicyServerProcess Start(string fileName, IEnumerable<string> args, bool stopGracefully = true, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(fileName)
         {
@@ -45,6 +45,11 @@ public sealed class PolicyServerProcess : IAsyncDisposable
         }
         info.Environment.Remove("INVOCATION_ID"); // never look like a systemd service
         info.Environment.Remove("NOTIFY_SOCKET");
+        info.Environment.Remove("JOURNAL_STREAM");
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
+        }
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
         var result = new PolicyServerProcess(process, stopGracefully);
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { result._lines.Enqueue(e.Data); } };

@@ -75,7 +75,12 @@ public class CommandLineTests
         Assert.Null(o.WhitelistClientFiles);
         Assert.Null(o.WhitelistRecipientFiles);
         Assert.Equal(Verbosity.Normal, o.Logging.Verbosity);
-        Assert.Equal("mail", o.Logging.SyslogFacility);
+        Assert.Equal(2, o.Logging.SyslogFacility); // mail
+        Assert.False(o.Logging.Syslog);
+        Assert.Equal("/dev/log", o.Logging.SyslogSocket);
+        Assert.False(o.Service.Daemonize);
+        Assert.Null(o.Service.PidFile);
+        Assert.Null(o.Service.User);
         Assert.Equal(TimeSpan.FromHours(1), o.MaintenanceInterval);
         Assert.False(o.Storage.SyncEveryCommit);
     }
@@ -121,7 +126,7 @@ public class CommandLineTests
         Assert.Equal(50, o.Server.ListenQueueSize);
         Assert.Equal("X-G: %t", o.Greylist.XGreylistHeader);
         Assert.Equal(Verbosity.Verbose, o.Logging.Verbosity);
-        Assert.Equal("local0", o.Logging.SyslogFacility);
+        Assert.Equal(16, o.Logging.SyslogFacility); // local0
         Assert.True(o.Greylist.AllowTestTime);
         Assert.Equal(7, o.Server.MaxConnections);
         Assert.Equal(TimeSpan.FromSeconds(60), o.MaintenanceInterval);

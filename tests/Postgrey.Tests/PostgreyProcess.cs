@@ -7,8 +7,7 @@ namespace Postgrey.Tests;
 /// <summary>The built postgrey.dll started as a child process.</summary>
 internal static partial class PostgreyProcess
 {
-    public static PolicyServerProcess Start(params string[] args) =>
-        PolicyServerProcess.Start("dotnet", [BuiltPostgrey.DllPath, .. args]);
+    public static PolicyServerProcess Start(params string[] args) => BuiltPostgrey.Start(args);
 
     /// <summary>Runs to the end and returns the exit code and every line.</summary>
     public static async Task<(int ExitCode, string Output)> RunAsync(params string[] args)

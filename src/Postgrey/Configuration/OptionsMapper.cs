@@ -95,21 +95,14 @@ internal static class OptionsMapper
         {
             warnings.Add("--lookup-by-subnet and --lookup-by-host both given: --lookup-by-host wins, as in postgrey");
         }
-        if (flags.Daemonize)
+        int facility = 2;
+        if (flags.SyslogFacility is { } facilityName && !Postgrey.Hosting.SyslogFacility.TryParse(facilityName, out facility))
         {
-            warnings.Add("--daemonize is not supported yet: running in the foreground (start it with systemd)");
+            problems.Add($"--syslog-facility={facilityName}: one of {Postgrey.Hosting.SyslogFacility.Names} is expected");
         }
-        else if (flags.PidFile is not null)
+        if (flags.PidFile is "")
         {
-            warnings.Add("--pidfile is only written with --daemonize, as in postgrey: ignored");
-        }
-        if (flags.User is not null || flags.Group is not null)
-        {
-            warnings.Add("--user/--group: privileges are not dropped yet; run it as the postgrey user (the systemd unit does)");
-        }
-        if (flags.SyslogFacility is not null)
-        {
-            warnings.Add($"--syslog-facility={flags.SyslogFacility}: logging goes to the console (journald) for now");
+            problems.Add("--pidfile needs a path");
         }
 
         errors = problems;
@@ -155,7 +148,16 @@ internal static class OptionsMapper
             Logging = new LoggingOptions
             {
                 Verbosity = flags.Quiet ? Verbosity.Quiet : flags.Verbose ? Verbosity.Verbose : Verbosity.Normal,
-                SyslogFacility = flags.SyslogFacility ?? "mail",
+                Syslog = flags.Daemonize || flags.Syslog,
+                SyslogFacility = facility,
+                SyslogSocket = flags.SyslogSocket ?? "/dev/log",
+            },
+            Service = new ServiceOptions
+            {
+                Daemonize = flags.Daemonize,
+                PidFile = flags.PidFile is null ? null : Path.GetFullPath(flags.PidFile),
+                User = flags.User,
+                Group = flags.Group,
             },
             WhitelistClientFiles = flags.WhitelistClients.Count > 0 ? flags.WhitelistClients : null,
             WhitelistRecipientFiles = flags.WhitelistRecipients.Count > 0 ? flags.WhitelistRecipients : null,

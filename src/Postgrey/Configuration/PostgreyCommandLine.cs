@@ -26,14 +26,14 @@ internal sealed class PostgreyCommandLine
         NoAction = Switch("--noaction", "not supported, as in postgrey", "--no-action", "-n");
         Verbose = Switch("--verbose", "more logging", "-v");
         Quiet = Switch("--quiet", "less logging (hides the action= lines, as postgrey)", "-q");
-        Daemonize = Switch("--daemonize", "run in the background (use systemd instead; see README)", "-d");
+        Daemonize = Switch("--daemonize", "run in the background, logging to syslog", "-d");
         Unix = Many("--unix", "PATH", "listen on unix socket PATH (repeatable)", "-u");
         Inet = Many("--inet", "[HOST:]PORT", "listen on PORT, localhost if HOST is not given (repeatable)", "-i");
         SocketMode = Value("--socketmode", "MODE", "unix socket permissions, octal (default 0666)");
         User = Value("--user", "USER", "run as USER (default: postgrey)");
         Group = Value("--group", "GROUP", "run as group GROUP (default: postgrey)");
         DbDir = Value("--dbdir", "PATH", "database directory (default: /var/lib/postgrey)");
-        PidFile = Value("--pidfile", "PATH", "write the daemon's pid into this file");
+        PidFile = Value("--pidfile", "PATH", "write the pid into this file once serving");
         Delay = Value("--delay", "N", "greylist for N seconds (default: 300)");
         MaxAge = Value("--max-age", "N", "delete entries not seen for N days (default: 35)");
         RetryWindow = Value("--retry-window", "N", "allow N days for the first retry, or Nh hours (default: 2)");
@@ -58,6 +58,8 @@ internal sealed class PostgreyCommandLine
         AllowTestTime = Switch("--allow-test-time", "honour policy_test_time in requests (replay and tests only)");
         MaxConnections = Value("--max-connections", "N", "most concurrent connections (default: 1000)");
         MaintenanceInterval = Value("--maintenance-interval", "SECONDS", "seconds between database cleanings (default: 3600)");
+        Syslog = Switch("--syslog", "log to syslog (as -d does) while in the foreground");
+        SyslogSocket = Value("--syslog-socket", "PATH", "the syslog socket (default: /dev/log)");
         DbSync = Value("--db-sync", "normal|full", "normal: a killed process loses nothing (default); full: fsync every commit, survives power loss");
     }
 
@@ -96,6 +98,8 @@ internal sealed class PostgreyCommandLine
     public Option<string?> MaxConnections { get; }
     public Option<string?> MaintenanceInterval { get; }
     public Option<string?> DbSync { get; }
+    public Option<bool> Syslog { get; }
+    public Option<string?> SyslogSocket { get; }
 
     /// <summary>Every option, for the help text and the coverage test.</summary>
     public IEnumerable<Option> Options => _root.Options;
@@ -172,6 +176,8 @@ internal sealed class PostgreyCommandLine
             MaxConnections = r.GetValue(MaxConnections),
             MaintenanceInterval = r.GetValue(MaintenanceInterval),
             DbSync = r.GetValue(DbSync),
+            Syslog = r.GetValue(Syslog),
+            SyslogSocket = r.GetValue(SyslogSocket),
         };
     }
 

@@ -38,4 +38,6 @@ internal sealed record PostgreyFlags
     public string? MaxConnections { get; init; }
     public string? MaintenanceInterval { get; init; }
     public string? DbSync { get; init; }
+    public bool Syslog { get; init; }
+    public string? SyslogSocket { get; init; }
 }

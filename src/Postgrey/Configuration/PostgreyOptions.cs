@@ -11,6 +11,7 @@ internal sealed record PostgreyOptions
     public required ServerOptions Server { get; init; }
     public required SqliteStoreOptions Storage { get; init; }
     public required LoggingOptions Logging { get; init; }
+    public required ServiceOptions Service { get; init; }
 
     /// <summary>Client whitelist files; null: postgrey's defaults.</summary>
     public IReadOnlyList<string>? WhitelistClientFiles { get; init; }
@@ -29,5 +30,25 @@ internal enum Verbosity { Quiet, Normal, Verbose }
 internal sealed record LoggingOptions
 {
     public Verbosity Verbosity { get; init; } = Verbosity.Normal;
-    public string SyslogFacility { get; init; } = "mail";
+
+    /// <summary>-d or --syslog: log to the syslog socket instead of the console.</summary>
+    public bool Syslog { get; init; }
+
+    /// <summary>--syslog-facility as its number (mail = 2).</summary>
+    public int SyslogFacility { get; init; } = 2;
+
+    public string SyslogSocket { get; init; } = "/dev/log";
+}
+
+/// <summary>How the process runs: in the background, with a pid file, as which account.</summary>
+internal sealed record ServiceOptions
+{
+    public bool Daemonize { get; init; }
+    public string? PidFile { get; init; }
+
+    /// <summary>--user; null: postgrey's default (postgrey) when started as root.</summary>
+    public string? User { get; init; }
+
+    /// <summary>--group; null: the user's own group.</summary>
+    public string? Group { get; init; }
 }

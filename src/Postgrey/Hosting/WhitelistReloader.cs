@@ -1,29 +1,13 @@
-using System.Runtime.InteropServices;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Postgrey.Core.Whitelists;
 
 namespace Postgrey.Hosting;
 
 /// <summary>SIGHUP re-reads every whitelist file, as in postgrey; if one cannot be read, the lists
-/// in force are kept.</summary>
-internal sealed partial class WhitelistReloadService(WhitelistFiles files, WhitelistProvider provider, ILogger<WhitelistReloadService> logger) : IHostedService, IDisposable
+/// in force are kept. One reload at a time.</summary>
+internal sealed partial class WhitelistReloader(WhitelistFiles files, WhitelistProvider provider, ILogger<WhitelistReloader> logger) : IDisposable
 {
-    private PosixSignalRegistration? _registration;
     private readonly SemaphoreSlim _reloading = new(1, 1);
-
-    public Task StartAsync(CancellationToken cancellationToken)
-    {
-        if (!OperatingSystem.IsWindows())
-        {
-            _registration = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
-            {
-                context.Cancel = true; // SIGHUP reloads; it must not end the process
-                _ = Task.Run(Reload, CancellationToken.None);
-            });
-        }
-        return Task.CompletedTask;
-    }
 
     public void Reload()
     {
@@ -45,13 +29,7 @@ internal sealed partial class WhitelistReloadService(WhitelistFiles files, White
         }
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public void Dispose()
-    {
-        _registration?.Dispose();
-        _reloading.Dispose();
-    }
+    public void Dispose() => _reloading.Dispose();
 
     private static partial class Log
     {

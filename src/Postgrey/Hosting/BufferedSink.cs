@@ -1,31 +1,26 @@
-using System.Text;
 using Serilog.Core;
 using Serilog.Events;
-using Serilog.Formatting;
 
 namespace Postgrey.Hosting;
 
 /// <summary>
-/// Writes log events to standard output from a thread of its own, many lines per write(2):
-/// a decision line per request would otherwise cost a locked, flushed console write on the
-/// request path. Lines keep their order; a full queue (a stalled journald) makes callers wait
-/// rather than lose lines; everything queued is written at dispose.
+/// Hands log events to a thread of its own that writes them many at a time: a decision line per
+/// request would otherwise cost a locked, flushed write on the request path. Lines keep their
+/// order; a full queue (a stalled journald or syslogd) makes callers wait rather than lose
+/// lines; everything queued is written at dispose.
 /// </summary>
-internal sealed class BufferedConsoleSink : ILogEventSink, IDisposable
+internal abstract class BufferedSink : ILogEventSink, IDisposable
 {
     private const int MaxQueued = 100_000;
 
-    private readonly ITextFormatter _formatter;
-    private readonly TextWriter _output;
     private readonly object _gate = new();
     private readonly Queue<LogEvent> _queue = new();
-    private readonly Thread _writer;
+    private Thread? _writer;
     private bool _closing;
 
-    public BufferedConsoleSink(ITextFormatter formatter, Stream? output = null)
+    /// <summary>Starts the writer thread; called by the derived constructor once it is ready.</summary>
+    protected void Start()
     {
-        _formatter = formatter;
-        _output = new StreamWriter(output ?? Console.OpenStandardOutput(), new UTF8Encoding(false), 64 * 1024) { AutoFlush = false };
         _writer = new Thread(WriteLoop) { IsBackground = true, Name = "postgrey-log-writer" };
         _writer.Start();
     }
@@ -45,6 +40,13 @@ internal sealed class BufferedConsoleSink : ILogEventSink, IDisposable
             }
         }
     }
+
+    /// <summary>Writes one batch; runs on the writer thread only. Failures are the derived
+    /// class's to handle: nothing here may stop the service.</summary>
+    protected abstract void Write(List<LogEvent> batch);
+
+    /// <summary>Releases the output after the last batch.</summary>
+    protected abstract void Close();
 
     private void WriteLoop()
     {
@@ -67,18 +69,7 @@ internal sealed class BufferedConsoleSink : ILogEventSink, IDisposable
                 }
                 Monitor.PulseAll(_gate); // room again for waiting callers
             }
-            try
-            {
-                foreach (LogEvent logEvent in batch)
-                {
-                    _formatter.Format(logEvent, _output);
-                }
-                _output.Flush();
-            }
-            catch (IOException)
-            {
-                // stdout closed (journald restarted): nothing to write to; keep serving
-            }
+            Write(batch);
             batch.Clear();
         }
     }
@@ -90,14 +81,7 @@ internal sealed class BufferedConsoleSink : ILogEventSink, IDisposable
             _closing = true;
             Monitor.PulseAll(_gate);
         }
-        _writer.Join();
-        try
-        {
-            _output.Flush();
-        }
-        catch (IOException)
-        {
-        }
-        _output.Dispose();
+        _writer?.Join();
+        Close();
     }
 }

@@ -1,0 +1,107 @@
+using System.Runtime.InteropServices;
+
+namespace Postgrey.Platform;
+
+/// <summary>
+/// The signals an admin sends, caught from the first moment of the process, so that one sent
+/// while it is still starting is acted on, not fatal: SIGHUP reloads the whitelists (once they
+/// are loaded, if it came earlier); the first SIGTERM/SIGINT stops gracefully (listeners
+/// closed, requests in flight answered, database closed); a second one ends the process at
+/// once. Nothing answered is lost by that: every answer left after its COMMIT.
+/// </summary>
+internal sealed class ProcessSignals : IDisposable
+{
+    private readonly List<PosixSignalRegistration> _registrations = [];
+    private readonly Action _beforeExit;
+    private readonly object _gate = new();
+    private Action? _stop;
+    private Action? _reload;
+    private bool _stopPending;
+    private bool _reloadPending;
+    private int _stops;
+
+    public ProcessSignals(Action beforeExit)
+    {
+        _beforeExit = beforeExit;
+        _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStop));
+        _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStop));
+        if (!OperatingSystem.IsWindows())
+        {
+            _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnReload));
+        }
+    }
+
+    /// <summary>What stops the service; a stop asked for before this runs at once.</summary>
+    public void AttachStop(Action stop)
+    {
+        bool pending;
+        lock (_gate)
+        {
+            _stop = stop;
+            pending = _stopPending;
+        }
+        if (pending)
+        {
+            stop();
+        }
+    }
+
+    /// <summary>What reloads the whitelists; a reload asked for before this runs at once.</summary>
+    public void AttachReload(Action reload)
+    {
+        bool pending;
+        lock (_gate)
+        {
+            _reload = reload;
+            pending = _reloadPending;
+        }
+        if (pending)
+        {
+            _ = Task.Run(reload);
+        }
+    }
+
+    private void OnStop(PosixSignalContext context)
+    {
+        context.Cancel = true;
+        if (Interlocked.Increment(ref _stops) >= 2)
+        {
+            _beforeExit();
+            if (OperatingSystem.IsLinux())
+            {
+                Libc.ExitNow(1);
+            }
+            Environment.Exit(1);
+        }
+        Action? stop;
+        lock (_gate)
+        {
+            stop = _stop;
+            _stopPending = stop is null;
+        }
+        stop?.Invoke();
+    }
+
+    private void OnReload(PosixSignalContext context)
+    {
+        context.Cancel = true; // SIGHUP reloads; it must not end the process
+        Action? reload;
+        lock (_gate)
+        {
+            reload = _reload;
+            _reloadPending = reload is null;
+        }
+        if (reload is not null)
+        {
+            _ = Task.Run(reload);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (PosixSignalRegistration registration in _registrations)
+        {
+            registration.Dispose();
+        }
+    }
+}
