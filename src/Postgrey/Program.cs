@@ -242,7 +242,7 @@ internal static class Program
             .CreateLogger();
     }
 
-    /// <summary>-d/--syslog: the syslog socket, as postgrey. Under systemd (its journal holds our
+    /// <summary>-d/--syslog: the syslog socket, as postgrey. A Windows service: the event log. Under systemd (its journal holds our
     /// stdout): journald's own socket, so that each line keeps its priority and facility; if that
     /// is out of reach, stdout with a priority prefix. Else the console, as postgrey.</summary>
     private static Serilog.Core.ILogEventSink CreateSink(LoggingOptions options)
@@ -250,6 +250,10 @@ internal static class Program
         if (options.Syslog)
         {
             return new SyslogSink(options.SyslogSocket, options.SyslogFacility, "postgrey");
+        }
+        if (OperatingSystem.IsWindows() && Microsoft.Extensions.Hosting.WindowsServices.WindowsServiceHelpers.IsWindowsService())
+        {
+            return new EventLogSink();
         }
         if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is { Length: > 0 })
         {

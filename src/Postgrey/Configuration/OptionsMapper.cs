@@ -13,7 +13,10 @@ namespace Postgrey.Configuration;
 /// </summary>
 internal static class OptionsMapper
 {
-    public const string DefaultDbDir = "/var/lib/postgrey";
+    /// <summary>Debian's /var/lib/postgrey; on Windows, %ProgramData%\postgrey.</summary>
+    public static string DefaultDbDir { get; } = OperatingSystem.IsWindows()
+        ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.CommonApplicationData), "postgrey")
+        : "/var/lib/postgrey";
 
     public static PostgreyOptions? Map(PostgreyFlags flags, out IReadOnlyList<string> errors)
     {

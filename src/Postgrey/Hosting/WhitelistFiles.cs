@@ -5,7 +5,8 @@ namespace Postgrey.Hosting;
 
 /// <summary>
 /// Finds and reads the whitelist files. Defaults follow the installation: Debian's
-/// /etc/postgrey/... when that directory exists, postgrey's /etc/postfix/... otherwise. A missing
+/// /etc/postgrey/... when that directory exists, postgrey's /etc/postfix/... otherwise;
+/// %ProgramData%\postgrey\... on Windows. A missing
 /// file is a warning, except a ".local" one (silent), as in postgrey.
 /// </summary>
 internal sealed partial class WhitelistFiles
@@ -16,12 +17,14 @@ internal sealed partial class WhitelistFiles
 
     public WhitelistFiles(IReadOnlyList<string>? clientFiles, IReadOnlyList<string>? recipientFiles, ILogger logger)
     {
-        bool debian = Directory.Exists("/etc/postgrey");
-        _clientFiles = clientFiles ?? (debian
-            ? ["/etc/postgrey/whitelist_clients", "/etc/postgrey/whitelist_clients.local"]
+        string? dir = OperatingSystem.IsWindows()
+            ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.CommonApplicationData), "postgrey")
+            : Directory.Exists("/etc/postgrey") ? "/etc/postgrey" : null;
+        _clientFiles = clientFiles ?? (dir is not null
+            ? [Path.Combine(dir, "whitelist_clients"), Path.Combine(dir, "whitelist_clients.local")]
             : ["/etc/postfix/postgrey_whitelist_clients", "/etc/postfix/postgrey_whitelist_clients.local"]);
-        _recipientFiles = recipientFiles ?? (debian
-            ? ["/etc/postgrey/whitelist_recipients", "/etc/postgrey/whitelist_recipients.local"]
+        _recipientFiles = recipientFiles ?? (dir is not null
+            ? [Path.Combine(dir, "whitelist_recipients"), Path.Combine(dir, "whitelist_recipients.local")]
             : ["/etc/postfix/postgrey_whitelist_recipients"]);
         _logger = logger;
     }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs the package on this machine and checks it as an admin would use it: the units
+# verify, the installed binary serves a socket as the postgrey user (started as postgrey,
+# as the unit does, and started as root with -d, dropping to postgrey), then remove and purge
+# leave nothing behind. Usage: ci-test.sh PATH.deb. Needs root; replaces Debian's postgrey.
+set -euo pipefail
+deb=$1
+export DEBIAN_FRONTEND=noninteractive
+fail() { echo "package test: FAILED: $*" >&2; exit 1; }
+step() { echo "package test: $*"; }
+
+if ! command -v systemd-analyze >/dev/null; then
+    apt-get install -y -qq systemd >/dev/null
+fi
+# The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
+if dpkg-query -W -f='${Status}' postgrey 2>/dev/null | grep -q installed; then
+    pkill -x postgrey || true
+    apt-get purge -y -qq postgrey >/dev/null
+fi
+getent passwd postgrey >/dev/null && userdel postgrey
+getent group postgrey >/dev/null && groupdel postgrey
+
+step "dpkg -i $(basename "$deb")"
+dpkg -i "$deb"
+getent passwd postgrey >/dev/null || fail "no postgrey user"
+[ "$(stat -c '%U:%G %a' /var/lib/postgrey)" = "postgrey:postgrey 700" ] || fail "/var/lib/postgrey: $(stat -c '%U:%G %a' /var/lib/postgrey)"
+/usr/sbin/postgrey --version | grep -q '^postgrey 1.37 (Postgrey for .NET ' || fail "--version"
+for f in /etc/default/postgrey /etc/postgrey/whitelist_clients /etc/postgrey/whitelist_recipients; do
+    dpkg-query --showformat='${Conffiles}\n' --show postgrey-dotnet | grep -q " $f " || fail "$f is not a conffile"
+done
+
+step "systemd-analyze verify"
+systemd-analyze verify /lib/systemd/system/postgrey.service /lib/systemd/system/postgrey.socket
+systemd-analyze security --offline=true /lib/systemd/system/postgrey.service | tail -1
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+ask() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\nclient_name=mx.example.net\nsender=a@example.net\nrecipient=%s\n\n' "$2" >&3
+    IFS= read -r -t 10 answer <&3 || true
+    exec 3>&-
+    echo "$answer"
+}
+expected='action=DEFER_IF_PERMIT Greylisted, see http://postgrey.schweikert.ch/help/example.org.html'
+uid=$(id -u postgrey)
+
+step "run as postgrey (as the unit does) on a TCP socket"
+p=$(port)
+log=$(mktemp)
+setpriv --reuid=postgrey --regid=postgrey --init-groups -- /usr/sbin/postgrey --inet="127.0.0.1:$p" --dbdir=/var/lib/postgrey >"$log" 2>&1 &
+pid=$!
+wait_port "$p" || { cat "$log"; fail "not listening"; }
+[ "$(ask "$p" b@example.org)" = "$expected" ] || { cat "$log"; fail "wrong answer"; }
+[ "$(ask "$p" postmaster@example.org)" = "action=DUNNO" ] || fail "the default recipient whitelist (/etc/postgrey) is not read"
+kill -TERM "$pid"; wait "$pid" || fail "exit code $? after SIGTERM"
+grep -q '^action=greylist, reason=new, client_name=mx.example.net, client_address=192.0.2.7, sender=a@example.net, recipient=b@example.org$' "$log" || { cat "$log"; fail "no decision line"; }
+[ "$(stat -c %U /var/lib/postgrey/postgrey.sqlite3)" = postgrey ] || fail "database not owned by postgrey"
+
+step "run as root with -d and --pidfile: drops to postgrey"
+p=$(port)
+/usr/sbin/postgrey -d --pidfile=/run/postgrey-ci.pid --inet="127.0.0.1:$p" --dbdir=/var/lib/postgrey || fail "-d exit $?"
+pid=$(cat /run/postgrey-ci.pid)
+wait_port "$p" || fail "daemon not listening"
+grep -q "^Uid:[[:space:]]*$uid[[:space:]]" "/proc/$pid/status" || fail "daemon not running as postgrey: $(grep Uid "/proc/$pid/status")"
+[ "$(ask "$p" b@example.org)" = "$expected" ] || fail "daemon: wrong answer"
+kill -TERM "$pid"
+for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+[ ! -d "/proc/$pid" ] || fail "daemon did not stop"
+rm -f /run/postgrey-ci.pid
+
+step "dpkg -r, then dpkg -P"
+dpkg -r postgrey-dotnet >/dev/null
+[ ! -e /usr/sbin/postgrey ] || fail "binary left after remove"
+[ -f /etc/default/postgrey ] || fail "conffile removed by remove (only purge may)"
+dpkg -P postgrey-dotnet >/dev/null
+for path in /etc/default/postgrey /etc/postgrey /var/lib/postgrey /usr/lib/postgrey /lib/systemd/system/postgrey.service; do
+    [ ! -e "$path" ] || fail "$path left after purge"
+done
+! getent passwd postgrey >/dev/null || fail "user postgrey left after purge"
+step "passed"
