@@ -147,6 +147,7 @@ internal static class Program
 
             using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
             var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+            SystemdNotifier.Register(lifetime);
             if (Daemon.IsDaemon)
             {
                 lifetime.ApplicationStarted.Register(Daemon.Detach);

@@ -9,6 +9,9 @@ internal static partial class PostgreyProcess
 {
     public static PolicyServerProcess Start(params string[] args) => BuiltPostgrey.Start(args);
 
+    public static PolicyServerProcess StartWith(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        BuiltPostgrey.Start(args, environment);
+
     /// <summary>Runs to the end and returns the exit code and every line.</summary>
     public static async Task<(int ExitCode, string Output)> RunAsync(params string[] args)
     {

@@ -238,6 +238,22 @@ public sealed partial class ServiceTests : IDisposable
         server.Signal("TERM");
         await notify.WaitForAsync(m => m == "STOPPING=1");
         await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
+        Assert.Single(notify.Messages, m => m == "READY=1"); // the library's, not ours as well
+    }
+
+    [Fact]
+    public async Task WithNotifySocket_ButNoSystemdParentToBeSeen_ReadyIsStillSent()
+    {
+        // ProtectProc=invisible hides systemd's /proc entry from the library's detection.
+        using var notify = new DatagramListener(_dir.File("notify"));
+        int port = PolicyServerProcess.FreePort();
+        await using var server = PostgreyProcess.StartWith(new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notify.Path }, Args(port));
+
+        await notify.WaitForAsync(m => m == "READY=1");
+        Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy()));
+        server.Signal("TERM");
+        await notify.WaitForAsync(m => m == "STOPPING=1");
+        Assert.Equal(2, notify.Messages.Count);
     }
 
     [Fact]
