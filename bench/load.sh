@@ -32,7 +32,10 @@ echo "building policyload and our service (Release)..." >&2
 cp "$tools"/*.c "$tools"/Makefile "$work"/
 make -s -C "$work" >/dev/null
 dotnet build "$repo/src/Postgrey" -c Release -v quiet -nologo >/dev/null
-ours_dll="$repo/src/Postgrey/bin/Release/net10.0/postgrey.dll"
+# OURS_DLL=path compares another build (e.g. a worktree of an older commit).
+ours_dll=${OURS_DLL:-$repo/src/Postgrey/bin/Release/net10.0/postgrey.dll}
+# Started as root it would switch to the postgrey user, who cannot enter this private work dir.
+run_as=(--user="$(id -un)")
 load="$work/policyload"
 
 # start_server NAME KIND(unix|inet) ADDRESS -> sets $server_pid, waits until it answers
@@ -43,7 +46,7 @@ start_server() {
         nullpolicy)
             "$work/nullpolicy" --$kind "$address" --quiet & ;;
         ours)
-            dotnet "$ours_dll" -q --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
+            dotnet "$ours_dll" "${run_as[@]}" -q --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
         postgrey)
             chown postgrey "$db" "$work" 2>/dev/null || true
             /usr/sbin/postgrey -q --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
@@ -120,7 +123,7 @@ if [ "$with_bigdb" = 1 ]; then
     echo "big database: 1,000,000 triplets (half expired) and 100,000 auto-whitelisted clients" >&2
     db="$work/db-big"; mkdir -p "$db"
     # The schema comes from our own start-up; python3 fills it in one transaction.
-    dotnet "$ours_dll" -q --unix="$work/big.sock" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >/dev/null 2>&1 &
+    dotnet "$ours_dll" "${run_as[@]}" -q --unix="$work/big.sock" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >/dev/null 2>&1 &
     server_pid=$!; pids+=("$server_pid")
     for _ in $(seq 200); do [ -S "$work/big.sock" ] && break; sleep 0.05; done
     stop_server
@@ -138,7 +141,7 @@ c.executemany("INSERT INTO clients VALUES (?,?,?)",
 c.execute("COMMIT"); c.close()
 PY
     start=$(date +%s%N)
-    dotnet "$ours_dll" -q --unix="$work/big.sock" --dbdir="$db" --maintenance-interval=8 --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 &
+    dotnet "$ours_dll" "${run_as[@]}" -q --unix="$work/big.sock" --dbdir="$db" --maintenance-interval=8 --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 &
     server_pid=$!; pids+=("$server_pid")
     until "$load" --unix "$work/big.sock" --requests 1 --quiet >/dev/null 2>&1; do sleep 0.01; done
     first=$(( ($(date +%s%N) - start) / 1000000 ))
