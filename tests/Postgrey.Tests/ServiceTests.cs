@@ -167,19 +167,9 @@ public sealed partial class ServiceTests : IDisposable
         int port = PolicyServerProcess.FreePort();
         await using var server = PostgreyProcess.Start(Args(port));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
-
-        // Another program holds the database's write lock: the next decision waits for it (up
-        // to the 5 s busy timeout), so a graceful stop has a request in flight to wait for.
-        using var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
-        holder.Open();
-        using (var begin = holder.CreateCommand())
-        {
-            begin.CommandText = "BEGIN EXCLUSIVE";
-            begin.ExecuteNonQuery();
-        }
-        await using var client = await PolicyClient.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-        await client.SendAsync(Requests.Policy());
-        await Task.Delay(300);
+        var (holder, client) = await RequestInFlightAsync(port);
+        using var holding = holder;
+        await using var asking = client;
 
         server.Signal("TERM");
         await WaitUntilRefusedAsync(port); // listeners closed first...
@@ -198,16 +188,8 @@ public sealed partial class ServiceTests : IDisposable
         int port = PolicyServerProcess.FreePort();
         await using var server = PostgreyProcess.Start(Args(port));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
-        var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
-        holder.Open();
-        using (var begin = holder.CreateCommand())
-        {
-            begin.CommandText = "BEGIN EXCLUSIVE";
-            begin.ExecuteNonQuery();
-        }
-        await using var client = await PolicyClient.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-        await client.SendAsync(Requests.Policy());
-        await Task.Delay(300);
+        var (holder, client) = await RequestInFlightAsync(port);
+        await using var asking = client;
 
         server.Signal("TERM");
         await WaitUntilRefusedAsync(port);
@@ -217,6 +199,24 @@ public sealed partial class ServiceTests : IDisposable
         await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
         Assert.Equal(0, server.ExitCode);
         Assert.Contains($"database {_dir.File("db")}/postgrey.sqlite3 closed", server.Lines);
+    }
+
+    /// <summary>Another program holds the database's write lock, then a request is sent: its
+    /// decision waits for the lock (up to the 5 s busy timeout), so a stop has a request in
+    /// flight to wait for. Disposing the connection releases the lock.</summary>
+    private async Task<(SqliteConnection Holder, PolicyClient Client)> RequestInFlightAsync(int port)
+    {
+        var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
+        holder.Open();
+        using (var begin = holder.CreateCommand())
+        {
+            begin.CommandText = "BEGIN EXCLUSIVE";
+            begin.ExecuteNonQuery();
+        }
+        var client = await PolicyClient.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        await client.SendAsync(Requests.Policy());
+        await Task.Delay(300);
+        return (holder, client);
     }
 
     [Fact]

@@ -34,13 +34,7 @@ internal sealed class ProcessSignals : IDisposable
     /// <summary>What stops the service; a stop asked for before this runs at once.</summary>
     public void AttachStop(Action stop)
     {
-        bool pending;
-        lock (_gate)
-        {
-            _stop = stop;
-            pending = _stopPending;
-        }
-        if (pending)
+        if (Attach(ref _stop, ref _stopPending, stop))
         {
             stop();
         }
@@ -49,15 +43,19 @@ internal sealed class ProcessSignals : IDisposable
     /// <summary>What reloads the whitelists; a reload asked for before this runs at once.</summary>
     public void AttachReload(Action reload)
     {
-        bool pending;
-        lock (_gate)
-        {
-            _reload = reload;
-            pending = _reloadPending;
-        }
-        if (pending)
+        if (Attach(ref _reload, ref _reloadPending, reload))
         {
             _ = Task.Run(reload);
+        }
+    }
+
+    /// <summary>Sets the action; true when its signal came before.</summary>
+    private bool Attach(ref Action? slot, ref bool pending, Action action)
+    {
+        lock (_gate)
+        {
+            slot = action;
+            return pending;
         }
     }
 
