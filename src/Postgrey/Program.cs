@@ -111,10 +111,6 @@ internal static class Program
         try
         {
             store = SqliteGreylistStore.Open(options.Storage, loggerFactory.CreateLogger<SqliteGreylistStore>());
-            if (account is not null)
-            {
-                Privileges.GiveDirectory(options.Storage.Directory, account);
-            }
         }
         catch (StoreLockedException ex)
         {
@@ -130,6 +126,10 @@ internal static class Program
         PolicyListeners? listeners = null;
         try
         {
+            if (account is not null)
+            {
+                Privileges.GiveDirectory(options.Storage.Directory, account);
+            }
             listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
             if (pidFile is not null)
             {
@@ -164,6 +164,10 @@ internal static class Program
         catch (Exception ex) when (ex is IOException or InvalidOperationException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine($"ERROR: {ex.Message}");
+            if (Daemon.IsDaemon)
+            {
+                Log.Failed(startup, ex.Message); // once detached, its stderr is /dev/null: say it in syslog too
+            }
             return 1;
         }
         finally
@@ -280,6 +284,9 @@ internal static partial class Log
 
     [LoggerMessage(5003, LogLevel.Warning, "second stop signal: stopping at once", EventName = "StoppingAtOnce")]
     public static partial void StoppingAtOnce(Microsoft.Extensions.Logging.ILogger logger);
+
+    [LoggerMessage(5005, LogLevel.Error, "stopped: {Reason}", EventName = "Failed")]
+    public static partial void Failed(Microsoft.Extensions.Logging.ILogger logger, string reason);
 
     [LoggerMessage(5004, LogLevel.Information, "{Count} listening socket(s) passed by systemd: --inet/--unix are not bound", EventName = "InheritedSockets")]
     public static partial void InheritedSockets(Microsoft.Extensions.Logging.ILogger logger, int count);
