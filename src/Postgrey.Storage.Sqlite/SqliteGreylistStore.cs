@@ -77,6 +77,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             Schema.Execute(connection, "PRAGMA journal_mode = WAL");
             Schema.Execute(connection, options.SyncEveryCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
             Schema.Execute(connection, "PRAGMA wal_autocheckpoint = 0");
+            Schema.Execute(connection, $"PRAGMA journal_size_limit = {options.WalRestartBytes}");
             Schema.Execute(connection, $"PRAGMA cache_size = -{options.CacheKiB}");
             Schema.Migrate(connection);
             var store = new SqliteGreylistStore(options, logger, lockFile, connection);
@@ -94,8 +95,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// <summary>
     /// Copies the WAL into the database from a connection of its own, so that the writer never
     /// pays for it: a checkpoint fsyncs, which would stall every decision of the batch behind it.
-    /// PASSIVE never blocks the writer; SQLite restarts the WAL from the start once a checkpoint
-    /// has caught up.
+    /// PASSIVE never blocks the writer. SQLite starts the WAL over only when a checkpoint has
+    /// caught up before the next write, which a writer committing every millisecond never lets
+    /// happen: past <see cref="SqliteStoreOptions.WalRestartBytes"/> a RESTART checkpoint waits
+    /// for the writer's current commit, copies the few frames PASSIVE left, and makes the next
+    /// commit start the WAL from its beginning (journal_size_limit then trims the file).
     /// </summary>
     private void CheckpointLoop()
     {
@@ -107,19 +111,33 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         }.ToString());
         connection.Open();
         Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)_options.BusyTimeout.TotalMilliseconds}");
-        using var checkpoint = connection.CreateCommand();
-        checkpoint.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+        long pageSize = Schema.Scalar(connection, "PRAGMA page_size");
+        using var passive = connection.CreateCommand();
+        passive.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+        using var restart = connection.CreateCommand();
+        restart.CommandText = "PRAGMA wal_checkpoint(RESTART)";
         while (!_stopCheckpoints.Wait(_options.CheckpointInterval))
         {
             try
             {
-                checkpoint.ExecuteNonQuery();
+                long walFrames = WalFrames(passive);
+                if (walFrames * (pageSize + 24) > _options.WalRestartBytes)
+                {
+                    WalFrames(restart);
+                }
             }
             catch (SqliteException ex)
             {
                 Log.CheckpointFailed(_logger, ex);
             }
         }
+    }
+
+    /// <summary>Runs a wal_checkpoint pragma; returns the frames in the WAL (its second column).</summary>
+    private static long WalFrames(SqliteCommand checkpoint)
+    {
+        using SqliteDataReader result = checkpoint.ExecuteReader();
+        return result.Read() ? result.GetInt64(1) : 0;
     }
 
     private static FileStream AcquireLock(string path)

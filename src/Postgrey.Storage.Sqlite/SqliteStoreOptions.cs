@@ -31,6 +31,13 @@ public sealed record SqliteStoreOptions
     /// <summary>How often the WAL is copied into the database, off the writer thread.</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 
+    /// <summary>
+    /// WAL size past which the checkpointer waits for a pause between two group commits to
+    /// copy the rest and start the WAL over. Under sustained writes a PASSIVE checkpoint never
+    /// catches up, and the WAL (and its index, which every lookup walks) would grow without end.
+    /// </summary>
+    public long WalRestartBytes { get; init; } = 32L * 1024 * 1024;
+
     public string DatabasePath => Path.Combine(Directory, DatabaseFileName);
 
     public string LockPath => Path.Combine(Directory, LockFileName);
