@@ -6,8 +6,8 @@ namespace Postgrey.Storage.Sqlite;
 
 /// <summary>
 /// <see cref="IGreylistStore"/> on one SQLite file in WAL mode. One writer thread owns the
-/// connection and runs queued decisions in group commits: a batch is one transaction, each
-/// decision in a savepoint of its own, and no caller is answered before the COMMIT returned.
+/// connection and runs queued decisions in group commits: a batch is one transaction (if it
+/// fails, each decision runs again alone), and no caller is answered before the COMMIT returned.
 /// Running every decision on that one thread also makes them linearizable.
 /// </summary>
 public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
