@@ -19,6 +19,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     private readonly Statements _sql;
     private readonly Thread _writer;
     private readonly Thread _checkpointer;
+    private readonly SqliteConnection _checkpointConnection;
     private readonly ManualResetEventSlim _stopCheckpoints = new();
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _queue = new();
@@ -31,11 +32,37 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         _logger = logger;
         _lock = lockFile;
         _connection = connection;
+        // Opened and used here, not on its thread: SQLite opens the WAL files at the first
+        // access, and by the time the thread ran the service may have dropped root and lost the
+        // right to open anything in a dbdir below a private directory.
+        _checkpointConnection = OpenCheckpointConnection(options);
         _sql = new Statements(connection);
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-db-writer" };
         _writer.Start();
         _checkpointer = new Thread(CheckpointLoop) { IsBackground = true, Name = "postgrey-db-checkpoint" };
         _checkpointer.Start();
+    }
+
+    private static SqliteConnection OpenCheckpointConnection(SqliteStoreOptions options)
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = options.DatabasePath,
+            Mode = SqliteOpenMode.ReadWrite,
+            Pooling = false,
+        }.ToString());
+        try
+        {
+            connection.Open();
+            Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)options.BusyTimeout.TotalMilliseconds}");
+            Schema.Execute(connection, "PRAGMA wal_checkpoint(PASSIVE)");
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
     }
 
     public string DatabasePath => _options.DatabasePath;
@@ -103,14 +130,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// </summary>
     private void CheckpointLoop()
     {
-        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
-        {
-            DataSource = _options.DatabasePath,
-            Mode = SqliteOpenMode.ReadWrite,
-            Pooling = false,
-        }.ToString());
-        connection.Open();
-        Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)_options.BusyTimeout.TotalMilliseconds}");
+        using SqliteConnection connection = _checkpointConnection;
+        long failures = 0;
+        long lastReport = 0;
         long pageSize = Schema.Scalar(connection, "PRAGMA page_size");
         using var passive = connection.CreateCommand();
         passive.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
@@ -125,10 +147,27 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 {
                     WalFrames(restart);
                 }
+                if (failures > 0)
+                {
+                    Log.CheckpointRecovered(_logger, failures);
+                    failures = 0;
+                }
             }
             catch (SqliteException ex)
             {
-                Log.CheckpointFailed(_logger, ex);
+                // Said with its cause the first time, then once a minute: twice a second would
+                // bury everything else in the log.
+                long now = Environment.TickCount64;
+                if (failures++ == 0)
+                {
+                    Log.CheckpointFailed(_logger, ex);
+                    lastReport = now;
+                }
+                else if (now - lastReport >= 60_000)
+                {
+                    Log.CheckpointStillFailing(_logger, failures, ex.Message);
+                    lastReport = now;
+                }
             }
         }
     }
@@ -385,6 +424,12 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
         [LoggerMessage(4004, LogLevel.Error, "WAL checkpoint failed; will try again", EventName = "CheckpointFailed")]
         public static partial void CheckpointFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(4005, LogLevel.Error, "WAL checkpoint still failing ({Failures} times): {Reason}", EventName = "CheckpointStillFailing")]
+        public static partial void CheckpointStillFailing(ILogger logger, long failures, string reason);
+
+        [LoggerMessage(4006, LogLevel.Warning, "WAL checkpoint works again after {Failures} failures", EventName = "CheckpointRecovered")]
+        public static partial void CheckpointRecovered(ILogger logger, long failures);
 
         [LoggerMessage(4003, LogLevel.Error, "rollback failed", EventName = "RollbackFailed")]
         public static partial void RollbackFailed(ILogger logger, Exception exception);

@@ -175,6 +175,7 @@ public sealed partial class ServiceTests : IDisposable
         await WaitUntilRefusedAsync(port); // listeners closed first...
         Assert.False(server.HasExited, "...while the request in flight is still awaited");
 
+        await Task.Delay(1100); // a repeat within a second is the same stop (next test)
         server.Signal("TERM");
         await server.WaitForExitAsync(TimeSpan.FromSeconds(3));
 
@@ -199,6 +200,48 @@ public sealed partial class ServiceTests : IDisposable
         await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
         Assert.Equal(0, server.ExitCode);
         Assert.Contains($"database {_dir.File("db")}/postgrey.sqlite3 closed", server.Lines);
+    }
+
+    [Fact]
+    public async Task StopSignalDeliveredTwiceAtOnce_IsOneGracefulStop()
+    {
+        // `timeout` signals the process, then its process group: the same TERM twice.
+        int port = PolicyServerProcess.FreePort();
+        await using var server = PostgreyProcess.Start(Args(port));
+        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+        var (holder, client) = await RequestInFlightAsync(port);
+        await using var asking = client;
+
+        server.Signal("TERM");
+        await WaitUntilRefusedAsync(port);
+        server.Signal("TERM");
+        await Task.Delay(300);
+        Assert.False(server.HasExited, "the repeat did not end it at once");
+        holder.Dispose();
+
+        Assert.Equal(Greylisted, await client.ReadActionAsync());
+        await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, server.ExitCode);
+    }
+
+    [Fact]
+    public async Task StartedAsRoot_WithTheDbdirInAPrivateDirectory_CheckpointsStillWorkAfterTheDrop()
+    {
+        Assert.True(BuiltPostgrey.IsRoot, "this test starts the service as root (CI runs as root)");
+        string secret = _dir.File("private");
+        Directory.CreateDirectory(secret);
+        File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        int port = PolicyServerProcess.FreePort();
+        await using var server = PostgreyProcess.Start(
+            $"--inet=127.0.0.1:{port}", $"--dbdir={secret}/db", $"--whitelist-clients={_dir.File("clients")}",
+            $"--whitelist-recipients={_dir.File("recipients")}", "--user=nobody", "--group=nogroup");
+        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+
+        // Everything the database needs was opened as root; nobody could not open it now.
+        Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy()));
+        await Task.Delay(1500); // three checkpoint rounds
+        Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy(sender: "second@example.net")));
+        Assert.DoesNotContain(server.Lines, l => l.Contains("checkpoint failed", StringComparison.Ordinal));
     }
 
     /// <summary>Another program holds the database's write lock, then a request is sent: its

@@ -7,7 +7,9 @@ namespace Postgrey.Platform;
 /// while it is still starting is acted on, not fatal: SIGHUP reloads the whitelists (once they
 /// are loaded, if it came earlier); the first SIGTERM/SIGINT stops gracefully (listeners
 /// closed, requests in flight answered, database closed); a second one ends the process at
-/// once. Nothing answered is lost by that: every answer left after its COMMIT.
+/// once. Nothing answered is lost by that: every answer left after its COMMIT. A repeat within
+/// a second is the same request, not a second one: `timeout` and some init scripts signal the
+/// process and then its whole process group.
 /// </summary>
 internal sealed class ProcessSignals : IDisposable
 {
@@ -19,6 +21,7 @@ internal sealed class ProcessSignals : IDisposable
     private bool _stopPending;
     private bool _reloadPending;
     private int _stops;
+    private long _firstStop;
 
     public ProcessSignals(Action beforeExit)
     {
@@ -62,6 +65,11 @@ internal sealed class ProcessSignals : IDisposable
     private void OnStop(PosixSignalContext context)
     {
         context.Cancel = true;
+        long now = Environment.TickCount64;
+        if (Interlocked.CompareExchange(ref _firstStop, now, 0) != 0 && now - Interlocked.Read(ref _firstStop) < 1000)
+        {
+            return; // the same stop, delivered twice
+        }
         if (Interlocked.Increment(ref _stops) >= 2)
         {
             _beforeExit();
