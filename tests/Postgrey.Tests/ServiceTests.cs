@@ -164,64 +164,78 @@ public sealed partial class ServiceTests : IDisposable
     [Fact]
     public async Task SecondStopSignal_StopsAtOnce_WhileTheFirstWaitsForARequestInFlight()
     {
-        int port = PolicyServerProcess.FreePort();
-        await using var server = PostgreyProcess.Start(Args(port));
-        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
-        var (holder, client) = await RequestInFlightAsync(port);
-        using var holding = holder;
-        await using var asking = client;
-
-        server.Signal("TERM");
-        await WaitUntilRefusedAsync(port); // listeners closed first...
-        Assert.False(server.HasExited, "...while the request in flight is still awaited");
+        await using var stopping = await StoppingWithARequestInFlightAsync();
 
         await Task.Delay(1100); // a repeat within a second is the same stop (next test)
-        server.Signal("TERM");
-        await server.WaitForExitAsync(TimeSpan.FromSeconds(3));
+        stopping.Server.Signal("TERM");
+        await stopping.Server.WaitForExitAsync(TimeSpan.FromSeconds(3));
 
-        Assert.Equal(1, server.ExitCode);
-        Assert.Contains("second stop signal: stopping at once", server.Lines);
+        Assert.Equal(1, stopping.Server.ExitCode);
+        Assert.Contains("second stop signal: stopping at once", stopping.Server.Lines);
     }
 
     [Fact]
     public async Task FirstStopSignal_AnswersTheRequestInFlight_ThenExits0()
     {
-        int port = PolicyServerProcess.FreePort();
-        await using var server = PostgreyProcess.Start(Args(port));
-        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
-        var (holder, client) = await RequestInFlightAsync(port);
-        await using var asking = client;
+        await using var stopping = await StoppingWithARequestInFlightAsync();
 
-        server.Signal("TERM");
-        await WaitUntilRefusedAsync(port);
-        holder.Dispose(); // the lock goes away: the decision commits and is answered
+        stopping.Holder.Dispose(); // the lock goes away: the decision commits and is answered
 
-        Assert.Equal(Greylisted, await client.ReadActionAsync());
-        await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
-        Assert.Equal(0, server.ExitCode);
-        Assert.Contains($"database {_dir.File("db")}/postgrey.sqlite3 closed", server.Lines);
+        Assert.Equal(Greylisted, await stopping.Client.ReadActionAsync());
+        await stopping.Server.WaitForExitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, stopping.Server.ExitCode);
+        Assert.Contains($"database {_dir.File("db")}/postgrey.sqlite3 closed", stopping.Server.Lines);
     }
 
     [Fact]
     public async Task StopSignalDeliveredTwiceAtOnce_IsOneGracefulStop()
     {
         // `timeout` signals the process, then its process group: the same TERM twice.
-        int port = PolicyServerProcess.FreePort();
-        await using var server = PostgreyProcess.Start(Args(port));
-        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
-        var (holder, client) = await RequestInFlightAsync(port);
-        await using var asking = client;
+        await using var stopping = await StoppingWithARequestInFlightAsync();
 
-        server.Signal("TERM");
-        await WaitUntilRefusedAsync(port);
-        server.Signal("TERM");
+        stopping.Server.Signal("TERM");
         await Task.Delay(300);
-        Assert.False(server.HasExited, "the repeat did not end it at once");
-        holder.Dispose();
+        Assert.False(stopping.Server.HasExited, "the repeat did not end it at once");
+        stopping.Holder.Dispose();
 
-        Assert.Equal(Greylisted, await client.ReadActionAsync());
-        await server.WaitForExitAsync(TimeSpan.FromSeconds(15));
-        Assert.Equal(0, server.ExitCode);
+        Assert.Equal(Greylisted, await stopping.Client.ReadActionAsync());
+        await stopping.Server.WaitForExitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, stopping.Server.ExitCode);
+    }
+
+    /// <summary>A service sent SIGTERM while it has a request in flight: another program holds
+    /// the database's write lock, so the decision waits for it (up to the 5 s busy timeout).
+    /// Returns once the listeners are closed; disposing <c>Holder</c> releases the lock.</summary>
+    private async Task<StoppingServer> StoppingWithARequestInFlightAsync()
+    {
+        int port = PolicyServerProcess.FreePort();
+        var server = PostgreyProcess.Start(Args(port));
+        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+        var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
+        holder.Open();
+        using (var begin = holder.CreateCommand())
+        {
+            begin.CommandText = "BEGIN EXCLUSIVE";
+            begin.ExecuteNonQuery();
+        }
+        var client = await PolicyClient.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        await client.SendAsync(Requests.Policy());
+        await Task.Delay(300);
+
+        server.Signal("TERM");
+        await WaitUntilRefusedAsync(port); // listeners closed first...
+        Assert.False(server.HasExited, "...while the request in flight is still awaited");
+        return new StoppingServer(server, holder, client);
+    }
+
+    private sealed record StoppingServer(PolicyServerProcess Server, SqliteConnection Holder, PolicyClient Client) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            Holder.Dispose();
+            await Client.DisposeAsync();
+            await Server.DisposeAsync();
+        }
     }
 
     [Fact]
@@ -242,24 +256,6 @@ public sealed partial class ServiceTests : IDisposable
         await Task.Delay(1500); // three checkpoint rounds
         Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy(sender: "second@example.net")));
         Assert.DoesNotContain(server.Lines, l => l.Contains("checkpoint failed", StringComparison.Ordinal));
-    }
-
-    /// <summary>Another program holds the database's write lock, then a request is sent: its
-    /// decision waits for the lock (up to the 5 s busy timeout), so a stop has a request in
-    /// flight to wait for. Disposing the connection releases the lock.</summary>
-    private async Task<(SqliteConnection Holder, PolicyClient Client)> RequestInFlightAsync(int port)
-    {
-        var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
-        holder.Open();
-        using (var begin = holder.CreateCommand())
-        {
-            begin.CommandText = "BEGIN EXCLUSIVE";
-            begin.ExecuteNonQuery();
-        }
-        var client = await PolicyClient.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-        await client.SendAsync(Requests.Policy());
-        await Task.Delay(300);
-        return (holder, client);
     }
 
     [Fact]
