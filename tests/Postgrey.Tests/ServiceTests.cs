@@ -107,7 +107,14 @@ public sealed partial class ServiceTests : IDisposable
         await using var server = PostgreyProcess.Start(Args(port, $"--pidfile={pidFile}"));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
 
-        Assert.Equal(server.Pid.ToString(CultureInfo.InvariantCulture), File.ReadAllText(pidFile).Trim());
+        // Written just after the bind (the socket already takes connections into its backlog).
+        string expected = server.Pid.ToString(CultureInfo.InvariantCulture);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (File.ReadAllText(pidFile).Trim() != expected && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+        Assert.Equal(expected, File.ReadAllText(pidFile).Trim());
     }
 
     [Fact]
@@ -130,6 +137,8 @@ public sealed partial class ServiceTests : IDisposable
         int port = PolicyServerProcess.FreePort();
         await using var server = PostgreyProcess.Start(Args(port, "--user=nobody", "--group=nogroup"));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+        // The socket accepts into its backlog from the bind on; the switch comes just after.
+        await server.WaitForLineAsync(l => l.StartsWith("running as ", StringComparison.Ordinal));
 
         string status = File.ReadAllText($"/proc/{server.Pid}/status");
         Assert.Matches(@"(?m)^Uid:\s+65534\s+65534\s+65534\s+65534$", status);
