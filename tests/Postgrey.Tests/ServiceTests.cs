@@ -220,6 +220,9 @@ public sealed partial class ServiceTests : IDisposable
         int port = PolicyServerProcess.FreePort();
         var server = PostgreyProcess.Start(Args(port));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+        // One answer first: the socket takes connections from the bind on, but they are served
+        // only once the host has started, and a stop before that would never accept this one.
+        Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy(clientAddress: "198.51.100.1")));
         var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
         holder.Open();
         using (var begin = holder.CreateCommand())
