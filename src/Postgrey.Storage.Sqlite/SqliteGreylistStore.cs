@@ -43,14 +43,17 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         _checkpointer.Start();
     }
 
+    /// <summary>The database file, read-write, never pooled: each connection belongs to one thread.</summary>
+    private static SqliteConnectionStringBuilder ConnectionString(SqliteStoreOptions options) => new()
+    {
+        DataSource = options.DatabasePath,
+        Mode = SqliteOpenMode.ReadWrite,
+        Pooling = false,
+    };
+
     private static SqliteConnection OpenCheckpointConnection(SqliteStoreOptions options)
     {
-        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
-        {
-            DataSource = options.DatabasePath,
-            Mode = SqliteOpenMode.ReadWrite,
-            Pooling = false,
-        }.ToString());
+        var connection = new SqliteConnection(ConnectionString(options).ToString());
         try
         {
             connection.Open();
@@ -84,13 +87,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         {
             bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
             CreatePrivateFile(options.DatabasePath);
-            connection = new SqliteConnection(new SqliteConnectionStringBuilder
-            {
-                DataSource = options.DatabasePath,
-                Mode = SqliteOpenMode.ReadWrite,
-                Pooling = false,
-                DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
-            }.ToString());
+            SqliteConnectionStringBuilder writer = ConnectionString(options);
+            writer.DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds);
+            connection = new SqliteConnection(writer.ToString());
             connection.Open();
             if (isNew)
             {

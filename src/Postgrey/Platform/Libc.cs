@@ -14,9 +14,6 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint GetEffectiveUserId();
 
-    [LibraryImport(Library, EntryPoint = "getegid")]
-    public static partial uint GetEffectiveGroupId();
-
     [LibraryImport(Library, EntryPoint = "setuid", SetLastError = true)]
     public static partial int SetUserId(uint uid);
 
