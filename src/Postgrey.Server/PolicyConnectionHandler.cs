@@ -71,23 +71,10 @@ public sealed partial class PolicyConnectionHandler
                     {
                         break;
                     }
-                    switch (status)
+                    if (status != PolicyReadStatus.Request)
                     {
-                        case PolicyReadStatus.GarbageLine:
-                            Log.Garbage(_logger, parser.LastGarbage);
-                            continue;
-                        case PolicyReadStatus.LineTooLong:
-                            Log.LimitExceeded(_logger, peer, $"a line longer than {_limits.MaxLineBytes} bytes");
-                            close = true;
-                            continue;
-                        case PolicyReadStatus.TooManyAttributes:
-                            Log.LimitExceeded(_logger, peer, $"a request of more than {_limits.MaxAttributesPerRequest} attributes");
-                            close = true;
-                            continue;
-                        case PolicyReadStatus.RequestTooLarge:
-                            Log.LimitExceeded(_logger, peer, $"a request larger than {_limits.MaxRequestBytes} bytes");
-                            close = true;
-                            continue;
+                        close = OnBadInput(status, parser, peer);
+                        continue;
                     }
 
                     // A request read before a stop is still answered: Postfix is waiting for it.
@@ -136,11 +123,42 @@ public sealed partial class PolicyConnectionHandler
         }
     }
 
-    private static bool IsConnectionError(Exception ex) =>
+    internal GreylistEngine Engine => _engine;
+
+    internal PolicyLimits Limits => _limits;
+
+    /// <summary>One request per connection (--exim).</summary>
+    internal bool Exim => _exim;
+
+    internal ILogger Logger => _logger;
+
+    /// <summary>Logs a garbage line or a broken limit; true when the connection must close.</summary>
+    internal bool OnBadInput(PolicyReadStatus status, PolicyRequestParser parser, string peer)
+    {
+        switch (status)
+        {
+            case PolicyReadStatus.GarbageLine:
+                Log.Garbage(_logger, parser.LastGarbage);
+                return false;
+            case PolicyReadStatus.LineTooLong:
+                Log.LimitExceeded(_logger, peer, $"a line longer than {_limits.MaxLineBytes} bytes");
+                return true;
+            case PolicyReadStatus.TooManyAttributes:
+                Log.LimitExceeded(_logger, peer, $"a request of more than {_limits.MaxAttributesPerRequest} attributes");
+                return true;
+            case PolicyReadStatus.RequestTooLarge:
+                Log.LimitExceeded(_logger, peer, $"a request larger than {_limits.MaxRequestBytes} bytes");
+                return true;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(status), status, null);
+        }
+    }
+
+    internal static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException
         || ex.InnerException is SocketException;
 
-    private static partial class Log
+    internal static partial class Log
     {
         [LoggerMessage(2001, LogLevel.Warning, "ignoring garbage: <{Line}>", EventName = "Garbage")]
         public static partial void Garbage(ILogger logger, string line);

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Postgrey.Server.Epoll;
 
 namespace Postgrey.Server;
 
@@ -23,6 +24,7 @@ public sealed partial class PolicyServer : BackgroundService
     private long _nextConnectionId;
     private long _lastRefusalWarning;
     private PolicyListeners? _listeners;
+    private EpollTransport? _epoll;
 
     /// <summary><paramref name="listeners"/>: sockets bound (or inherited) before the host
     /// started; null binds --inet/--unix in <see cref="StartAsync"/>.</summary>
@@ -40,16 +42,31 @@ public sealed partial class PolicyServer : BackgroundService
     /// <summary>The addresses actually bound (port 0 resolved).</summary>
     public IReadOnlyList<EndPoint> BoundEndPoints => _listeners?.Sockets.Select(l => l.LocalEndPoint!).ToList() ?? [];
 
-    public int ConnectionCount => _connections.Count;
+    /// <summary>True when <paramref name="options"/> make connections be served by the epoll
+    /// loop, whose hand-off of answers is cheap enough to run on the database writer's thread.</summary>
+    public static bool UsesEpoll(ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return EpollTransport.IsChosen(options.Transport);
+    }
+
+    public int ConnectionCount => _epoll?.ConnectionCount ?? _connections.Count;
 
     public override Task StartAsync(CancellationToken cancellationToken)
     {
         _listeners ??= PolicyListeners.Bind(_options, _logger);
+        if (EpollTransport.IsChosen(_options.Transport))
+        {
+            _epoll = new EpollTransport(_listeners.Sockets, _options, _handler, WarnRefused, _logger);
+            _epoll.Start();
+        }
         return base.StartAsync(cancellationToken);
     }
 
+    /// <summary>On Linux the epoll loop serves every socket; elsewhere an accept loop per
+    /// listener and a task per connection on .NET's sockets.</summary>
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(_listeners!.Sockets.Select(l => AcceptLoopAsync(l, stoppingToken)));
+        _epoll?.Completion ?? Task.WhenAll(_listeners!.Sockets.Select(l => AcceptLoopAsync(l, stoppingToken)));
 
     private async Task AcceptLoopAsync(Socket listener, CancellationToken stoppingToken)
     {
@@ -127,6 +144,11 @@ public sealed partial class PolicyServer : BackgroundService
     /// answering, until <paramref name="cancellationToken"/> (the host's shutdown timeout).</summary>
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (_epoll is not null)
+        {
+            await StopEpollAsync(cancellationToken);
+            return;
+        }
         CloseListeners();
         await _stopping.CancelAsync();
         await base.StopAsync(cancellationToken);
@@ -144,10 +166,36 @@ public sealed partial class PolicyServer : BackgroundService
         }
     }
 
+    private async Task StopEpollAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            // The loop lets go of the listeners before they are closed: never accept(2) on a
+            // descriptor number that may already be reused.
+            await _epoll!.StopAcceptingAsync().WaitAsync(cancellationToken);
+            CloseListeners();
+            await _epoll.Completion.WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            Log.DrainTimedOut(_logger, _epoll!.ConnectionCount);
+        }
+        catch (Exception) when (_epoll!.Completion.IsFaulted)
+        {
+            // Logged by the loop; the host learns of it from ExecuteAsync.
+        }
+        finally
+        {
+            await _stopping.CancelAsync();
+            await base.StopAsync(CancellationToken.None);
+        }
+    }
+
     private void CloseListeners() => _listeners?.Dispose();
 
     public override void Dispose()
     {
+        _epoll?.Dispose();
         CloseListeners();
         _stopping.Dispose();
         base.Dispose();

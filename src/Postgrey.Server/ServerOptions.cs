@@ -25,6 +25,22 @@ public sealed record ServerOptions
     public int MaxConnections { get; init; } = 1000;
 
     public PolicyLimits Limits { get; init; } = new();
+
+    /// <summary>How connections are served; see <see cref="PolicyTransport"/>.</summary>
+    public PolicyTransport Transport { get; init; } = PolicyTransport.Auto;
+}
+
+/// <summary>The two ways of serving connections. Both behave the same to clients.</summary>
+public enum PolicyTransport
+{
+    /// <summary>Epoll on Linux (unless the environment has POSTGREY_TRANSPORT=sockets), sockets elsewhere.</summary>
+    Auto,
+
+    /// <summary>One epoll loop thread for every socket (Linux only): the fastest.</summary>
+    Epoll,
+
+    /// <summary>.NET's sockets, a task per connection: every platform.</summary>
+    Sockets,
 }
 
 /// <summary>One TCP listen address. <see cref="Optional"/> addresses (the ::1 half of a bare

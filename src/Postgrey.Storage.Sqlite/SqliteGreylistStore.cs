@@ -221,7 +221,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         {
             return ValueTask.FromCanceled<TResult>(cancellationToken);
         }
-        var item = new DecisionItem<TState, TResult>(state, decide);
+        var item = new DecisionItem<TState, TResult>(state, decide, _options.ContinueOnWriterThread);
         Enqueue(item);
         return new ValueTask<TResult>(item.Task);
     }
@@ -355,6 +355,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// releases postgrey.lock.</summary>
     public void Dispose()
     {
+        if (Thread.CurrentThread == _writer)
+        {
+            // A continuation running on the writer (ContinueOnWriterThread) would wait for itself.
+            throw new InvalidOperationException("the store cannot be disposed from its own writer thread");
+        }
         lock (_gate)
         {
             if (_disposed)
@@ -384,9 +389,10 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         public abstract void Fail(Exception ex);
     }
 
-    private sealed class DecisionItem<TState, TResult>(TState state, Func<IGreylistTransaction, TState, TResult> decide) : WorkItem
+    private sealed class DecisionItem<TState, TResult>(TState state, Func<IGreylistTransaction, TState, TResult> decide, bool continueOnWriter) : WorkItem
     {
-        private readonly TaskCompletionSource<TResult> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<TResult> _done = new(
+            continueOnWriter ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         private TResult? _result;
 
         public Task<TResult> Task => _done.Task;

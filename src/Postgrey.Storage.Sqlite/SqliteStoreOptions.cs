@@ -43,6 +43,14 @@ public sealed record SqliteStoreOptions
     /// </summary>
     public long WalRestartBytes { get; init; } = 32L * 1024 * 1024;
 
+    /// <summary>
+    /// true: what awaits a decision continues on the writer thread, right after its COMMIT.
+    /// Only for a caller that hands the result off at once (the epoll transport posts it to its
+    /// loop): it saves a thread-pool wake-up per decision, but anything slow there stalls every
+    /// decision behind it. false: continuations run on the thread pool.
+    /// </summary>
+    public bool ContinueOnWriterThread { get; init; }
+
     public string DatabasePath => Path.Combine(Directory, DatabaseFileName);
 
     public string LockPath => Path.Combine(Directory, LockFileName);

@@ -110,7 +110,8 @@ internal static class Program
         SqliteGreylistStore store;
         try
         {
-            store = SqliteGreylistStore.Open(options.Storage, loggerFactory.CreateLogger<SqliteGreylistStore>());
+            // The epoll transport hands each answer to its loop at once: let the writer do that.
+            store = SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
         }
         catch (StoreLockedException ex)
         {

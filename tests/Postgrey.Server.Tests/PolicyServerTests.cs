@@ -6,15 +6,20 @@ using Postgrey.Testing;
 
 namespace Postgrey.Server.Tests;
 
-/// <summary>The server over real TCP and Unix sockets.</summary>
-public class PolicyServerTests
+/// <summary>The server over real TCP and Unix sockets, once per transport (below).</summary>
+public abstract class PolicyServerTests
 {
     private const string Greylisted = "DEFER_IF_PERMIT 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/example.org.html";
+
+    private protected abstract PolicyTransport Transport { get; }
+
+    private Task<ServerHarness> StartAsync(Func<ServerOptions, ServerOptions>? configure = null, GreylistOptions? greylist = null) =>
+        ServerHarness.StartAsync(o => (configure?.Invoke(o) ?? o) with { Transport = Transport }, greylist);
 
     [Fact]
     public async Task Tcp_ManyRequestsOnOneConnection_AreAllAnswered()
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await StartAsync();
         await using var client = await h.ConnectAsync();
         Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
         for (int i = 0; i < 20; i++)
@@ -27,7 +32,7 @@ public class PolicyServerTests
     public async Task Unix_AnswersAndAppliesTheSocketMode()
     {
         var mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
-        await using var h = await ServerHarness.StartAsync(o => o with { SocketMode = mode });
+        await using var h = await StartAsync(o => o with { SocketMode = mode });
         Assert.Equal(mode, File.GetUnixFileMode(h.SocketPath));
         await using var client = await h.ConnectAsync(unix: true);
         Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
@@ -43,7 +48,7 @@ public class PolicyServerTests
         using var dead = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         dead.Bind(new UnixDomainSocketEndPoint(path));
         Assert.True(File.Exists(path));
-        var h = await ServerHarness.StartAsync(o => o with { Unix = [path] });
+        var h = await StartAsync(o => o with { Unix = [path] });
         await using (var client = await h.ConnectAsync(unix: true))
         {
             Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
@@ -56,8 +61,8 @@ public class PolicyServerTests
     [Fact]
     public async Task Unix_SocketOfARunningServer_IsNotStolen()
     {
-        await using var h = await ServerHarness.StartAsync();
-        var second = await Assert.ThrowsAsync<IOException>(() => ServerHarness.StartAsync(o => o with { Inet = [], Unix = [h.SocketPath] }));
+        await using var h = await StartAsync();
+        var second = await Assert.ThrowsAsync<IOException>(() => StartAsync(o => o with { Inet = [], Unix = [h.SocketPath] }));
         Assert.Contains("in use", second.Message, StringComparison.Ordinal);
         await using var client = await h.ConnectAsync(unix: true);
         Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy()));
@@ -66,7 +71,7 @@ public class PolicyServerTests
     [Fact]
     public async Task ConcurrentConnections_AreAllServed()
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await StartAsync();
         var tasks = Enumerable.Range(0, 50).Select(async c =>
         {
             await using var client = await h.ConnectAsync(unix: c % 2 == 0);
@@ -83,7 +88,7 @@ public class PolicyServerTests
     [Fact]
     public async Task ConcurrentFirstRequestsForOneTriplet_OnlyOneIsNew()
     {
-        await using var h = await ServerHarness.StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
+        await using var h = await StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
         var answers = await Task.WhenAll(Enumerable.Range(0, 40).Select(async _ =>
         {
             await using var client = await h.ConnectAsync();
@@ -98,7 +103,7 @@ public class PolicyServerTests
     [Fact]
     public async Task PipelinedRequests_AreAnsweredInOrder()
     {
-        await using var h = await ServerHarness.StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
+        await using var h = await StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });
         await using var client = await h.ConnectAsync();
         await client.SendAsync(Requests.Policy(recipient: "a@x") + Requests.Policy(recipient: "a@x", instance: "2") + Requests.Policy(request: "junk"));
         Assert.StartsWith("PREPEND", await client.ReadActionAsync(), StringComparison.Ordinal);
@@ -109,7 +114,7 @@ public class PolicyServerTests
     [Fact]
     public async Task Exim_ClosesAfterEachAnswer()
     {
-        await using var h = await ServerHarness.StartAsync(o => o with { Exim = true });
+        await using var h = await StartAsync(o => o with { Exim = true });
         await using var client = await h.ConnectAsync();
         await client.SendAsync(Requests.Policy() + Requests.Policy());
         Assert.Equal(Greylisted, await client.ReadActionAsync());
@@ -119,7 +124,7 @@ public class PolicyServerTests
     [Fact]
     public async Task OverlongLine_ClosesThatConnectionOnly()
     {
-        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { MaxLineBytes = 1024 } });
+        await using var h = await StartAsync(o => o with { Limits = new PolicyLimits { MaxLineBytes = 1024 } });
         await using var good = await h.ConnectAsync();
         await using var bad = await h.ConnectAsync();
         await bad.SendAsync("client_name=" + new string('x', 5000));
@@ -131,7 +136,7 @@ public class PolicyServerTests
     [Fact]
     public async Task TooManyAttributes_ClosesTheConnection()
     {
-        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { MaxAttributesPerRequest = 50 } });
+        await using var h = await StartAsync(o => o with { Limits = new PolicyLimits { MaxAttributesPerRequest = 50 } });
         await using var client = await h.ConnectAsync();
         await client.SendAsync(string.Concat(Enumerable.Range(0, 100).Select(i => $"a{i}=v\n")));
         Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
@@ -140,7 +145,7 @@ public class PolicyServerTests
     [Fact]
     public async Task HalfARequestThenDisconnect_LeavesTheServerServing()
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await StartAsync();
         await using (var quitter = await h.ConnectAsync())
         {
             await quitter.SendAsync("request=smtpd_access_policy\nclient_address=192.0.2.1\nrecip");
@@ -152,7 +157,7 @@ public class PolicyServerTests
     [Fact]
     public async Task GarbageAndEightBitBytes_AreSurvived()
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await StartAsync();
         await using var client = await h.ConnectAsync();
         byte[] junk = [.. "no equals sign here\n"u8, 0xff, 0xfe, 0x00, 0x80, (byte)'\n', .. "client_name=\u00e9\u00ff\n"u8];
         await client.SendAsync(junk);
@@ -163,7 +168,7 @@ public class PolicyServerTests
     [Fact]
     public async Task IdleConnection_IsClosedAfterTheIdleTimeout()
     {
-        await using var h = await ServerHarness.StartAsync(o => o with { Limits = new PolicyLimits { IdleTimeout = TimeSpan.FromMilliseconds(300) } });
+        await using var h = await StartAsync(o => o with { Limits = new PolicyLimits { IdleTimeout = TimeSpan.FromMilliseconds(300) } });
         await using var client = await h.ConnectAsync();
         Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
     }
@@ -171,7 +176,7 @@ public class PolicyServerTests
     [Fact]
     public async Task OverTheConnectionLimit_NewConnectionsAreClosed()
     {
-        await using var h = await ServerHarness.StartAsync(o => o with { MaxConnections = 2 });
+        await using var h = await StartAsync(o => o with { MaxConnections = 2 });
         await using var a = await h.ConnectAsync();
         await using var b = await h.ConnectAsync();
         Assert.Equal(Greylisted, await a.AskAsync(Requests.Policy()));
@@ -184,7 +189,7 @@ public class PolicyServerTests
     [Fact]
     public async Task Stop_AnswersTheRequestInFlightThenCloses()
     {
-        var h = await ServerHarness.StartAsync();
+        var h = await StartAsync();
         await using var client = await h.ConnectAsync();
         await client.AskAsync(Requests.Policy()); // the connection is established and served
         byte[] request = Encoding.UTF8.GetBytes(Requests.Policy(recipient: "last@example.org"));
@@ -194,4 +199,56 @@ public class PolicyServerTests
         Assert.StartsWith("DEFER_IF_PERMIT", answer, StringComparison.Ordinal);
         Assert.True(await client.IsClosedByServerAsync(TimeSpan.FromSeconds(10)));
     }
+
+    [Fact]
+    public async Task ManyPipelinedRequestsNotRead_AreAnsweredInOrderOnceTheClientReads()
+    {
+        // Far more answers than the socket buffers hold: the server must wait for room to
+        // send, without reading on, and go on when the client reads.
+        await using var h = await StartAsync();
+        await using var client = await h.ConnectAsync(unix: true);
+        const int count = 3000;
+        var batch = new StringBuilder();
+        for (int i = 0; i < count; i++)
+        {
+            batch.Append(Requests.Policy(recipient: $"r{i}@example.org"));
+        }
+        Task send = client.SendAsync(batch.ToString());
+        await Task.Delay(500);
+        for (int i = 0; i < count; i++)
+        {
+            Assert.Equal(Greylisted, await client.ReadActionAsync());
+        }
+        await send;
+        Assert.Equal(count, h.Logs.Messages(GreylistEngine.DecisionLogCategory).Count(m => m.StartsWith("action=greylist, reason=new", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task LongRequestInSmallPieces_IsAnswered()
+    {
+        // Bigger than a first read buffer, and cut mid-line: the request is put together.
+        await using var h = await StartAsync();
+        await using var client = await h.ConnectAsync();
+        string request = "ccert_subject=" + new string('s', 3000) + "\nccert_issuer=" + new string('i', 3000) + "\n" + Requests.Policy();
+        byte[] bytes = Encoding.UTF8.GetBytes(request);
+        for (int i = 0; i < bytes.Length; i += 97)
+        {
+            await client.SendAsync(bytes.AsMemory(i, Math.Min(97, bytes.Length - i)).ToArray());
+            await Task.Delay(1);
+        }
+        Assert.Equal(Greylisted, await client.ReadActionAsync());
+        Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy(recipient: "next@example.org")));
+    }
+}
+
+/// <summary>The Linux transport: one epoll loop, answers handed back by the database writer.</summary>
+public sealed class EpollTransportTests : PolicyServerTests
+{
+    private protected override PolicyTransport Transport => PolicyTransport.Epoll;
+}
+
+/// <summary>The portable transport on .NET's sockets (Windows, or POSTGREY_TRANSPORT=sockets).</summary>
+public sealed class SocketTransportTests : PolicyServerTests
+{
+    private protected override PolicyTransport Transport => PolicyTransport.Sockets;
 }

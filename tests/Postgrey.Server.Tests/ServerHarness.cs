@@ -17,7 +17,10 @@ internal sealed class ServerHarness : IAsyncDisposable
     {
         Dir = dir;
         _loggerFactory = new LoggerFactory([Logs]);
-        Store = SqliteGreylistStore.Open(new SqliteStoreOptions { Directory = dir.File("db") }, _loggerFactory.CreateLogger("store"));
+        // As the service wires them: with epoll, answers continue on the writer thread.
+        Store = SqliteGreylistStore.Open(
+            new SqliteStoreOptions { Directory = dir.File("db"), ContinueOnWriterThread = PolicyServer.UsesEpoll(options) },
+            _loggerFactory.CreateLogger("store"));
         var engine = new GreylistEngine(Store, new WhitelistProvider(WhitelistSet.Empty), greylist, TimeProvider.System, _loggerFactory);
         var handler = new PolicyConnectionHandler(engine, options.Limits, options.Exim, _loggerFactory.CreateLogger<PolicyConnectionHandler>());
         Server = new PolicyServer(options, handler, _loggerFactory.CreateLogger<PolicyServer>());

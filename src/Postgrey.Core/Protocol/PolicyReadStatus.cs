@@ -1,6 +1,6 @@
 namespace Postgrey.Core.Protocol;
 
-/// <summary>What <see cref="PolicyRequestParser.TryRead"/> found in the buffer.</summary>
+/// <summary>What <see cref="PolicyRequestParser.TryRead(ref System.Buffers.ReadOnlySequence{byte}, PolicyRequest)"/> found in the buffer.</summary>
 public enum PolicyReadStatus
 {
     /// <summary>No complete request yet; the incomplete line is left unconsumed.</summary>

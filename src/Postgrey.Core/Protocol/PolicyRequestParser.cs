@@ -49,6 +49,13 @@ public sealed class PolicyRequestParser
     public PolicyReadStatus TryRead(ref ReadOnlySequence<byte> buffer, PolicyRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (buffer.IsSingleSegment)
+        {
+            // The usual case (a request arrives in one read): plain span searches, no reader.
+            PolicyReadStatus result = TryRead(buffer.FirstSpan, request, out int consumed);
+            buffer = buffer.Slice(consumed);
+            return result;
+        }
         var reader = new SequenceReader<byte>(buffer);
         while (true)
         {
@@ -59,61 +66,91 @@ public sealed class PolicyRequestParser
                 return buffer.Length > _limits.MaxLineBytes + 1 ? PolicyReadStatus.LineTooLong : PolicyReadStatus.NeedMoreData;
             }
 
-            long length = lineSequence.Length;
-            if (length > _limits.MaxLineBytes + 1)
+            PolicyReadStatus? status;
+            if (lineSequence.Length > _limits.MaxLineBytes + 1)
             {
-                buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.LineTooLong;
+                status = PolicyReadStatus.LineTooLong;
             }
-
-            ReadOnlySpan<byte> line;
-            if (lineSequence.IsSingleSegment)
+            else if (lineSequence.IsSingleSegment)
             {
-                line = lineSequence.FirstSpan;
+                status = OnLine(lineSequence.FirstSpan, request);
             }
             else
             {
                 lineSequence.CopyTo(_scratch);
-                line = _scratch.AsSpan(0, (int)length);
+                status = OnLine(_scratch.AsSpan(0, (int)lineSequence.Length), request);
             }
-
-            if (line.Length > 0 && line[^1] == (byte)'\r')
-            {
-                line = line[..^1];
-            }
-            if (line.Length > _limits.MaxLineBytes)
+            if (status is { } done)
             {
                 buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.LineTooLong;
-            }
-
-            if (line.IsEmpty)
-            {
-                _attributes = 0;
-                _requestBytes = 0;
-                buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.Request;
-            }
-
-            _requestBytes += (int)length + 1;
-            if (_requestBytes > _limits.MaxRequestBytes)
-            {
-                buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.RequestTooLarge;
-            }
-            if (++_attributes > _limits.MaxAttributesPerRequest)
-            {
-                buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.TooManyAttributes;
-            }
-
-            if (!TryApplyAttribute(line, request))
-            {
-                LastGarbage = DescribeGarbage(line);
-                buffer = buffer.Slice(reader.Position);
-                return PolicyReadStatus.GarbageLine;
+                return done;
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="TryRead(ref ReadOnlySequence{byte}, PolicyRequest)"/> over one span;
+    /// <paramref name="consumed"/> is the length of the lines it consumed.
+    /// </summary>
+    public PolicyReadStatus TryRead(ReadOnlySpan<byte> buffer, PolicyRequest request, out int consumed)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        int position = 0;
+        while (true)
+        {
+            int newline = buffer[position..].IndexOf((byte)'\n');
+            if (newline < 0)
+            {
+                consumed = position;
+                return buffer.Length - position > _limits.MaxLineBytes + 1 ? PolicyReadStatus.LineTooLong : PolicyReadStatus.NeedMoreData;
+            }
+            ReadOnlySpan<byte> line = buffer.Slice(position, newline);
+            position += newline + 1;
+            PolicyReadStatus? status = line.Length > _limits.MaxLineBytes + 1 ? PolicyReadStatus.LineTooLong : OnLine(line, request);
+            if (status is { } done)
+            {
+                consumed = position;
+                return done;
+            }
+        }
+    }
+
+    /// <summary>One line without its newline; null when the request goes on.</summary>
+    private PolicyReadStatus? OnLine(ReadOnlySpan<byte> line, PolicyRequest request)
+    {
+        int length = line.Length;
+        if (line.Length > 0 && line[^1] == (byte)'\r')
+        {
+            line = line[..^1];
+        }
+        if (line.Length > _limits.MaxLineBytes)
+        {
+            return PolicyReadStatus.LineTooLong;
+        }
+
+        if (line.IsEmpty)
+        {
+            _attributes = 0;
+            _requestBytes = 0;
+            return PolicyReadStatus.Request;
+        }
+
+        _requestBytes += length + 1;
+        if (_requestBytes > _limits.MaxRequestBytes)
+        {
+            return PolicyReadStatus.RequestTooLarge;
+        }
+        if (++_attributes > _limits.MaxAttributesPerRequest)
+        {
+            return PolicyReadStatus.TooManyAttributes;
+        }
+
+        if (!TryApplyAttribute(line, request))
+        {
+            LastGarbage = DescribeGarbage(line);
+            return PolicyReadStatus.GarbageLine;
+        }
+        return null;
     }
 
     /// <summary>Forgets a partly read request, e.g. after the client went away.</summary>
