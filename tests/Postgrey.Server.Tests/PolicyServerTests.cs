@@ -219,7 +219,7 @@ public abstract class PolicyServerTests
         {
             Assert.Equal(Greylisted, await client.ReadActionAsync());
         }
-        await send;
+        await send.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(count, h.Logs.Messages(GreylistEngine.DecisionLogCategory).Count(m => m.StartsWith("action=greylist, reason=new", StringComparison.Ordinal)));
     }
 
