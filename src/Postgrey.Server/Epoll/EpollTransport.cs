@@ -43,7 +43,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
     private Thread? _thread;
     private int _loopThreadId;
     private ulong _lastId;
-    private int _wakeRequested;
+    private int _wakeRequested = 1; // 0 only while the loop waits in epoll_wait
     private int _connectionCount;
     private volatile bool _stopRequested;
     private bool _stopped;
@@ -133,7 +133,11 @@ internal sealed unsafe partial class EpollTransport : IDisposable
                     break;
                 }
 
-                int n = EpollNative.EpollWait(_epoll, events, MaxEvents, NextTimeout());
+                // Only a loop about to sleep needs waking: until here, decisions posted by the
+                // writer wait in the queue without an eventfd write each (the flag stays set).
+                Interlocked.Exchange(ref _wakeRequested, 0);
+                int n = EpollNative.EpollWait(_epoll, events, MaxEvents, _decided.IsEmpty ? NextTimeout() : 0);
+                Volatile.Write(ref _wakeRequested, 1);
                 if (n < 0)
                 {
                     int errno = EpollNative.LastError;
@@ -464,9 +468,6 @@ internal sealed unsafe partial class EpollTransport : IDisposable
     {
         ulong count;
         EpollNative.Read(_wakeFd, (byte*)&count, sizeof(ulong));
-        // Cleared before the queue is drained (AnswerDecided, at the end of this round): a
-        // decision posted from now on wakes us again.
-        Volatile.Write(ref _wakeRequested, 0);
     }
 
     private void Answer(Connection c)
