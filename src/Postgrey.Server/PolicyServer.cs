@@ -208,7 +208,7 @@ public sealed partial class PolicyServer : BackgroundService
         public PipeWriter Output { get; } = output;
     }
 
-    private static partial class Log
+    internal static partial class Log
     {
         [LoggerMessage(1003, LogLevel.Warning, "accept failed ({Error}); retrying in {Delay} ms", EventName = "AcceptFailed")]
         public static partial void AcceptFailed(ILogger logger, string error, int delay);

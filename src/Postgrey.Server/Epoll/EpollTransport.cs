@@ -249,7 +249,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
                 // Out of descriptors or buffers: stop watching this listener for a while
                 // instead of spinning on it.
                 listener.Backoff = Math.Min(Math.Max(listener.Backoff * 2, 10), 1000);
-                Log.AcceptFailed(_logger, EpollNative.Describe(errno), listener.Backoff);
+                PolicyServer.Log.AcceptFailed(_logger, EpollNative.Describe(errno), listener.Backoff);
                 EpollNative.Remove(_epoll, listener.Fd);
                 listener.PausedUntil = Environment.TickCount64 + listener.Backoff;
                 return;
@@ -685,9 +685,6 @@ internal sealed unsafe partial class EpollTransport : IDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(1003, LogLevel.Warning, "accept failed ({Error}); retrying in {Delay} ms", EventName = "AcceptFailed")]
-        public static partial void AcceptFailed(ILogger logger, string error, int delay);
-
         [LoggerMessage(1006, LogLevel.Warning, "{Peer}: connection dropped: {Error}", EventName = "ConnectionDropped")]
         public static partial void ConnectionDropped(ILogger logger, string peer, string error);
 
