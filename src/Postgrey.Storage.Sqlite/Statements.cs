@@ -21,11 +21,18 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
     private readonly sqlite3_stmt _saveTriplet;
     private readonly sqlite3_stmt _findClient;
     private readonly sqlite3_stmt _saveClient;
+    private readonly sqlite3_stmt _updateTriplet;
+    private readonly sqlite3_stmt _updateClient;
     private readonly sqlite3_stmt _scanTriplets;
     private readonly sqlite3_stmt _scanClients;
     private readonly sqlite3_stmt _deleteTriplet;
     private readonly sqlite3_stmt _deleteClient;
     private byte[] _key = new byte[256];
+
+    // The key of the last Find that found a row: saving that key again is a plain UPDATE (one
+    // B-tree search), not an upsert (an insert attempt, then the update).
+    private string? _foundTriplet;
+    private string? _foundClient;
 
     public Statements(SqliteConnection connection)
     {
@@ -42,6 +49,8 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
         _saveClient = Prepare(
             "INSERT INTO clients (key, count, last_seen) VALUES (?1, ?2, ?3) " +
             "ON CONFLICT (key) DO UPDATE SET count = excluded.count, last_seen = excluded.last_seen");
+        _updateTriplet = Prepare("UPDATE triplets SET first_seen = ?2, last_seen = ?3 WHERE key = ?1");
+        _updateClient = Prepare("UPDATE clients SET count = ?2, last_seen = ?3 WHERE key = ?1");
         _scanTriplets = Prepare("SELECT key, first_seen, last_seen FROM triplets WHERE key > ?1 ORDER BY key LIMIT ?2");
         _scanClients = Prepare("SELECT key, count, last_seen FROM clients WHERE key > ?1 ORDER BY key LIMIT ?2");
         _deleteTriplet = Prepare("DELETE FROM triplets WHERE key = ?1");
@@ -50,19 +59,58 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
 
     public bool InAutocommit => raw.sqlite3_get_autocommit(_db) != 0;
 
-    public void Begin() => Done(_begin);
+    public void Begin()
+    {
+        ForgetFound();
+        Done(_begin);
+    }
 
     public void Commit() => Done(_commit);
 
-    public void Rollback() => Done(_rollback);
+    public void Rollback()
+    {
+        ForgetFound();
+        Done(_rollback);
+    }
 
-    public TripletRecord? FindTriplet(string key) => Find(_findTriplet, key) is { } r ? new TripletRecord(r.A, r.B) : null;
+    public TripletRecord? FindTriplet(string key)
+    {
+        (long A, long B)? row = Find(_findTriplet, key);
+        _foundTriplet = row is null ? null : key;
+        return row is { } r ? new TripletRecord(r.A, r.B) : null;
+    }
 
-    public void SaveTriplet(string key, TripletRecord record) => Save(_saveTriplet, key, record.FirstSeen, record.LastSeen);
+    public void SaveTriplet(string key, TripletRecord record)
+    {
+        if (!ReferenceEquals(key, _foundTriplet) || !Update(_updateTriplet, key, record.FirstSeen, record.LastSeen))
+        {
+            Save(_saveTriplet, key, record.FirstSeen, record.LastSeen);
+        }
+        _foundTriplet = key;
+    }
 
-    public ClientRecord? FindClient(string key) => Find(_findClient, key) is { } r ? new ClientRecord(r.A, r.B) : null;
+    public ClientRecord? FindClient(string key)
+    {
+        (long A, long B)? row = Find(_findClient, key);
+        _foundClient = row is null ? null : key;
+        return row is { } r ? new ClientRecord(r.A, r.B) : null;
+    }
 
-    public void SaveClient(string key, ClientRecord record) => Save(_saveClient, key, record.Count, record.LastSeen);
+    public void SaveClient(string key, ClientRecord record)
+    {
+        if (!ReferenceEquals(key, _foundClient) || !Update(_updateClient, key, record.Count, record.LastSeen))
+        {
+            Save(_saveClient, key, record.Count, record.LastSeen);
+        }
+        _foundClient = key;
+    }
+
+    /// <summary>Forgets which rows were found: after a rollback they may be gone.</summary>
+    public void ForgetFound()
+    {
+        _foundTriplet = null;
+        _foundClient = null;
+    }
 
     /// <summary>Examines up to <paramref name="rows"/> entries after <paramref name="after"/> in key
     /// order and deletes the expired ones. Returns the key to continue after (null at the end).</summary>
@@ -123,6 +171,13 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
         {
             raw.sqlite3_reset(statement);
         }
+    }
+
+    /// <summary>An UPDATE by key; false if it changed no row.</summary>
+    private bool Update(sqlite3_stmt statement, string key, long a, long b)
+    {
+        Save(statement, key, a, b);
+        return raw.sqlite3_changes(_db) > 0;
     }
 
     private void Save(sqlite3_stmt statement, string key, long a, long b)
