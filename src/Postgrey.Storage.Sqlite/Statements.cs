@@ -17,22 +17,13 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
     private readonly sqlite3_stmt _begin;
     private readonly sqlite3_stmt _commit;
     private readonly sqlite3_stmt _rollback;
-    private readonly sqlite3_stmt _findTriplet;
-    private readonly sqlite3_stmt _saveTriplet;
-    private readonly sqlite3_stmt _findClient;
-    private readonly sqlite3_stmt _saveClient;
-    private readonly sqlite3_stmt _updateTriplet;
-    private readonly sqlite3_stmt _updateClient;
+    private readonly Rows _triplets;
+    private readonly Rows _clients;
     private readonly sqlite3_stmt _scanTriplets;
     private readonly sqlite3_stmt _scanClients;
     private readonly sqlite3_stmt _deleteTriplet;
     private readonly sqlite3_stmt _deleteClient;
     private byte[] _key = new byte[256];
-
-    // The key of the last Find that found a row: saving that key again is a plain UPDATE (one
-    // B-tree search), not an upsert (an insert attempt, then the update).
-    private string? _foundTriplet;
-    private string? _foundClient;
 
     public Statements(SqliteConnection connection)
     {
@@ -41,16 +32,8 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
         _begin = Prepare("BEGIN IMMEDIATE");
         _commit = Prepare("COMMIT");
         _rollback = Prepare("ROLLBACK");
-        _findTriplet = Prepare("SELECT first_seen, last_seen FROM triplets WHERE key = ?1");
-        _saveTriplet = Prepare(
-            "INSERT INTO triplets (key, first_seen, last_seen) VALUES (?1, ?2, ?3) " +
-            "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen");
-        _findClient = Prepare("SELECT count, last_seen FROM clients WHERE key = ?1");
-        _saveClient = Prepare(
-            "INSERT INTO clients (key, count, last_seen) VALUES (?1, ?2, ?3) " +
-            "ON CONFLICT (key) DO UPDATE SET count = excluded.count, last_seen = excluded.last_seen");
-        _updateTriplet = Prepare("UPDATE triplets SET first_seen = ?2, last_seen = ?3 WHERE key = ?1");
-        _updateClient = Prepare("UPDATE clients SET count = ?2, last_seen = ?3 WHERE key = ?1");
+        _triplets = new Rows(this, "triplets", "first_seen");
+        _clients = new Rows(this, "clients", "count");
         _scanTriplets = Prepare("SELECT key, first_seen, last_seen FROM triplets WHERE key > ?1 ORDER BY key LIMIT ?2");
         _scanClients = Prepare("SELECT key, count, last_seen FROM clients WHERE key > ?1 ORDER BY key LIMIT ?2");
         _deleteTriplet = Prepare("DELETE FROM triplets WHERE key = ?1");
@@ -73,43 +56,19 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
         Done(_rollback);
     }
 
-    public TripletRecord? FindTriplet(string key)
-    {
-        (long A, long B)? row = Find(_findTriplet, key);
-        _foundTriplet = row is null ? null : key;
-        return row is { } r ? new TripletRecord(r.A, r.B) : null;
-    }
+    public TripletRecord? FindTriplet(string key) => _triplets.Find(key) is { } r ? new TripletRecord(r.A, r.B) : null;
 
-    public void SaveTriplet(string key, TripletRecord record)
-    {
-        if (!ReferenceEquals(key, _foundTriplet) || !Update(_updateTriplet, key, record.FirstSeen, record.LastSeen))
-        {
-            Save(_saveTriplet, key, record.FirstSeen, record.LastSeen);
-        }
-        _foundTriplet = key;
-    }
+    public void SaveTriplet(string key, TripletRecord record) => _triplets.Save(key, record.FirstSeen, record.LastSeen);
 
-    public ClientRecord? FindClient(string key)
-    {
-        (long A, long B)? row = Find(_findClient, key);
-        _foundClient = row is null ? null : key;
-        return row is { } r ? new ClientRecord(r.A, r.B) : null;
-    }
+    public ClientRecord? FindClient(string key) => _clients.Find(key) is { } r ? new ClientRecord(r.A, r.B) : null;
 
-    public void SaveClient(string key, ClientRecord record)
-    {
-        if (!ReferenceEquals(key, _foundClient) || !Update(_updateClient, key, record.Count, record.LastSeen))
-        {
-            Save(_saveClient, key, record.Count, record.LastSeen);
-        }
-        _foundClient = key;
-    }
+    public void SaveClient(string key, ClientRecord record) => _clients.Save(key, record.Count, record.LastSeen);
 
     /// <summary>Forgets which rows were found: after a rollback they may be gone.</summary>
-    public void ForgetFound()
+    private void ForgetFound()
     {
-        _foundTriplet = null;
-        _foundClient = null;
+        _triplets.Forget();
+        _clients.Forget();
     }
 
     /// <summary>Examines up to <paramref name="rows"/> entries after <paramref name="after"/> in key
@@ -229,6 +188,48 @@ internal sealed class Statements : IGreylistTransaction, IDisposable
         Check(raw.sqlite3_prepare_v2(_db, sql, out sqlite3_stmt statement));
         _all.Add(statement);
         return statement;
+    }
+
+    /// <summary>
+    /// One table of key, two integers. It remembers the key of its last Find that found a row:
+    /// saving that key again is a plain UPDATE (one B-tree search), not an upsert (an insert
+    /// attempt, then the update). Anything else, or an UPDATE that changed nothing, upserts.
+    /// </summary>
+    private sealed class Rows
+    {
+        private readonly Statements _sql;
+        private readonly sqlite3_stmt _find;
+        private readonly sqlite3_stmt _upsert;
+        private readonly sqlite3_stmt _update;
+        private string? _found;
+
+        public Rows(Statements sql, string table, string first)
+        {
+            _sql = sql;
+            _find = sql.Prepare($"SELECT {first}, last_seen FROM {table} WHERE key = ?1");
+            _upsert = sql.Prepare(
+                $"INSERT INTO {table} (key, {first}, last_seen) VALUES (?1, ?2, ?3) " +
+                $"ON CONFLICT (key) DO UPDATE SET {first} = excluded.{first}, last_seen = excluded.last_seen");
+            _update = sql.Prepare($"UPDATE {table} SET {first} = ?2, last_seen = ?3 WHERE key = ?1");
+        }
+
+        public (long A, long B)? Find(string key)
+        {
+            (long A, long B)? row = _sql.Find(_find, key);
+            _found = row is null ? null : key;
+            return row;
+        }
+
+        public void Save(string key, long a, long b)
+        {
+            if (!ReferenceEquals(key, _found) || !_sql.Update(_update, key, a, b))
+            {
+                _sql.Save(_upsert, key, a, b);
+            }
+            _found = key;
+        }
+
+        public void Forget() => _found = null;
     }
 
     public void Dispose()
