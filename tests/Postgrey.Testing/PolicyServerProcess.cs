@@ -61,12 +61,64 @@ public sealed class PolicyServerProcess : IAsyncDisposable
         return result;
     }
 
-    /// <summary>A TCP port that is free now on 127.0.0.1.</summary>
+    private const int FirstTestPort = 20000;
+    private const int TestPorts = 12000; // 20000-31999: below Linux's ephemeral range (32768-)
+
+    /// <summary>
+    /// A TCP port that is free now on 127.0.0.1 and that no other call hands out soon, also in
+    /// other test processes: the test assemblies run in parallel, and a port the kernel gave
+    /// one of them for a probe (bind to port 0) could be given to another before the first
+    /// one's server bound it; the second server then fails to bind, and its test talks to the
+    /// first one's server. A counter in a locked file below the ephemeral range avoids that.
+    /// </summary>
     public static int FreePort()
     {
+        string path = Path.Combine(Path.GetTempPath(), "postgrey-tests.ports");
+        while (true)
+        {
+            FileStream counter;
+            try
+            {
+                // FileShare.None is an exclusive flock(2) on Unix: one caller at a time.
+                counter = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException)
+            {
+                Thread.Sleep(5);
+                continue;
+            }
+            using (counter)
+            {
+                using var reader = new StreamReader(counter, leaveOpen: true);
+                int last = int.TryParse(reader.ReadToEnd().Trim(), out int n) ? n : Environment.ProcessId % TestPorts;
+                for (int i = 1; i <= TestPorts; i++)
+                {
+                    int candidate = (last + i) % TestPorts;
+                    if (IsFree(FirstTestPort + candidate))
+                    {
+                        counter.SetLength(0);
+                        using var writer = new StreamWriter(counter, leaveOpen: true);
+                        writer.Write(candidate);
+                        return FirstTestPort + candidate;
+                    }
+                }
+                throw new IOException($"no free TCP port in {FirstTestPort}-{FirstTestPort + TestPorts - 1}");
+            }
+        }
+    }
+
+    private static bool IsFree(int port)
+    {
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+        try
+        {
+            probe.Bind(new IPEndPoint(IPAddress.Loopback, port));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Waits until the server accepts connections on <paramref name="endPoint"/>.</summary>
