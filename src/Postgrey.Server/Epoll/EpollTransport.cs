@@ -136,7 +136,8 @@ internal sealed unsafe partial class EpollTransport : IDisposable
                 // Only a loop about to sleep needs waking: until here, decisions posted by the
                 // writer wait in the queue without an eventfd write each (the flag stays set).
                 Interlocked.Exchange(ref _wakeRequested, 0);
-                int n = EpollNative.EpollWait(_epoll, events, MaxEvents, _decided.IsEmpty ? NextTimeout() : 0);
+                bool pending = !_decided.IsEmpty || (_stopRequested && !_stopped);
+                int n = EpollNative.EpollWait(_epoll, events, MaxEvents, pending ? 0 : NextTimeout());
                 Volatile.Write(ref _wakeRequested, 1);
                 if (n < 0)
                 {
@@ -685,10 +686,10 @@ internal sealed unsafe partial class EpollTransport : IDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(1006, LogLevel.Warning, "{Peer}: connection dropped: {Error}", EventName = "ConnectionDropped")]
+        [LoggerMessage(1008, LogLevel.Warning, "{Peer}: connection dropped: {Error}", EventName = "ConnectionDropped")]
         public static partial void ConnectionDropped(ILogger logger, string peer, string error);
 
-        [LoggerMessage(1007, LogLevel.Critical, "the connection loop failed; stopping", EventName = "LoopFailed")]
+        [LoggerMessage(1009, LogLevel.Critical, "the connection loop failed; stopping", EventName = "LoopFailed")]
         public static partial void LoopFailed(ILogger logger, Exception exception);
     }
 }
