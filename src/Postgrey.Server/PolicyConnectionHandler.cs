@@ -130,8 +130,6 @@ public sealed partial class PolicyConnectionHandler
     /// <summary>One request per connection (--exim).</summary>
     internal bool Exim => _exim;
 
-    internal ILogger Logger => _logger;
-
     /// <summary>Logs a garbage line or a broken limit; true when the connection must close.</summary>
     internal bool OnBadInput(PolicyReadStatus status, PolicyRequestParser parser, string peer)
     {
@@ -154,7 +152,7 @@ public sealed partial class PolicyConnectionHandler
         }
     }
 
-    internal static bool IsConnectionError(Exception ex) =>
+    private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException
         || ex.InnerException is SocketException;
 

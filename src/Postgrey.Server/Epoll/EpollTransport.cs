@@ -85,13 +85,14 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             Socket socket = listeners[i];
             int fd = (int)socket.Handle;
             // Level-triggered: a connection left in the backlog is offered again at the next wait.
-            if (!EpollNative.SetNonBlocking(fd) || EpollNative.Add(_epoll, fd, EpollNative.EPOLLIN, ListenerBase + (ulong)i) != 0)
+            var listener = new Listener(fd, ListenerBase + (ulong)i, socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6);
+            if (!EpollNative.SetNonBlocking(fd) || EpollNative.Add(_epoll, fd, EpollNative.EPOLLIN, listener.Data) != 0)
             {
                 int errno = EpollNative.LastError;
                 Dispose();
                 throw new IOException($"epoll_ctl on {socket.LocalEndPoint}: {EpollNative.Describe(errno)}");
             }
-            _listeners[i] = new Listener(fd, socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6);
+            _listeners[i] = listener;
         }
     }
 
@@ -287,7 +288,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             if (listener.PausedUntil != 0 && now >= listener.PausedUntil && !_stopped)
             {
                 listener.PausedUntil = 0;
-                EpollNative.Add(_epoll, listener.Fd, EpollNative.EPOLLIN, ListenerBase + (ulong)Array.IndexOf(_listeners, listener));
+                EpollNative.Add(_epoll, listener.Fd, EpollNative.EPOLLIN, listener.Data);
             }
         }
     }
@@ -594,9 +595,12 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         }
     }
 
-    private sealed class Listener(int fd, bool isTcp)
+    private sealed class Listener(int fd, ulong data, bool isTcp)
     {
         public int Fd { get; } = fd;
+
+        /// <summary>Its epoll data: <see cref="ListenerBase"/> + its index.</summary>
+        public ulong Data { get; } = data;
 
         public bool IsTcp { get; } = isTcp;
 
