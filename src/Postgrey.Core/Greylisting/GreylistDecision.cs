@@ -63,7 +63,8 @@ internal static class GreylistDecision
         long first;
         bool lastWasSuccessful = false;
         bool corrected = false;
-        if (tx.FindTriplet(input.TripletKey) is { } stored)
+        TripletRecord? found = tx.FindTriplet(input.TripletKey);
+        if (found is { } stored)
         {
             first = stored.FirstSeen;
             if (stored.LastSeen - stored.FirstSeen >= input.DelaySeconds)
@@ -84,7 +85,13 @@ internal static class GreylistDecision
         {
             first = now;
         }
-        tx.SaveTriplet(input.TripletKey, new TripletRecord(first, now));
+        var record = new TripletRecord(first, now);
+        if (found != record)
+        {
+            // Asked again within the same second, the row would be written unchanged: a dirty
+            // page and a WAL frame for nothing.
+            tx.SaveTriplet(input.TripletKey, record);
+        }
 
         long missing = input.DelaySeconds - (now - first);
         bool reached = false;

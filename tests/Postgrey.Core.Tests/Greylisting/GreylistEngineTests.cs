@@ -291,6 +291,31 @@ public class GreylistEngineTests
     }
 
     [Fact]
+    public async Task Decide_SameTripletWithinOneSecond_WritesNothing()
+    {
+        using var h = new EngineHarness();
+        await h.AskAsync();
+        // SQLite itself skips rewriting identical bytes, so count the UPDATE statements instead.
+        using var db = new SqliteConnection($"Data Source={h.DatabasePath};Pooling=False");
+        db.Open();
+        using var sql = db.CreateCommand();
+        sql.CommandText = "CREATE TABLE updates (key TEXT); "
+            + "CREATE TRIGGER count_updates AFTER UPDATE ON triplets BEGIN INSERT INTO updates VALUES (new.key); END;";
+        sql.ExecuteNonQuery();
+        sql.CommandText = "SELECT count(*) FROM updates";
+
+        Assert.Equal(Greylisted, await h.AskAsync());
+        Assert.Equal("action=greylist, reason=new, " + Attributes, h.DecisionLines.Last()); // as postgrey: first seen = now
+        Assert.Equal(0L, sql.ExecuteScalar());
+
+        h.Advance(1);
+        Assert.Equal(Greylisted, await h.AskAsync());
+        Assert.Equal(1L, sql.ExecuteScalar());
+        sql.CommandText = "SELECT last_seen - first_seen FROM triplets";
+        Assert.Equal(1L, sql.ExecuteScalar());
+    }
+
+    [Fact]
     public async Task DecisionLine_QueueIdAndEmptyFields_AsPostgreyWritesThem()
     {
         using var h = new EngineHarness();
