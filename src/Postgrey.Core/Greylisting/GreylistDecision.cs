@@ -88,8 +88,8 @@ internal static class GreylistDecision
         var record = new TripletRecord(first, now);
         if (found != record)
         {
-            // Asked again within the same second, the row would be written unchanged: a dirty
-            // page and a WAL frame for nothing.
+            // Asked again within the same second: an UPDATE for nothing (a B-tree search and a
+            // statement run on the writer; SQLite itself would then find the cell unchanged).
             tx.SaveTriplet(input.TripletKey, record);
         }
 
