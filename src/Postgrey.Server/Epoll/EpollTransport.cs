@@ -31,7 +31,6 @@ internal sealed unsafe partial class EpollTransport : IDisposable
     private readonly PolicyConnectionHandler _handler;
     private readonly ServerOptions _options;
     private readonly ILogger _logger;
-    private readonly IReadOnlyList<Socket> _listenerSockets;
     private readonly Listener[] _listeners;
     private readonly Action _warnRefused;
     private readonly int _epoll;
@@ -62,7 +61,6 @@ internal sealed unsafe partial class EpollTransport : IDisposable
 
     public EpollTransport(IReadOnlyList<Socket> listeners, ServerOptions options, PolicyConnectionHandler handler, Action warnRefused, ILogger logger)
     {
-        _listenerSockets = listeners;
         _options = options;
         _handler = handler;
         _warnRefused = warnRefused;
@@ -423,14 +421,13 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             Close(c);
             return;
         }
+        c.Pending = decision.ConfigureAwait(false).GetAwaiter();
         if (decision.IsCompleted)
         {
-            c.Pending = decision.ConfigureAwait(false).GetAwaiter();
             Answer(c);
             return;
         }
         c.Busy = true;
-        c.Pending = decision.ConfigureAwait(false).GetAwaiter();
         c.Pending.UnsafeOnCompleted(c.OnDecided);
     }
 
