@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using Postgrey.Testing;
-using Xunit.Abstractions;
 
 namespace Postgrey.Differential.Tests;
 
@@ -30,7 +29,7 @@ public sealed partial class DifferentialTests(ITestOutputHelper output)
     [MemberData(nameof(FlagSetNames))]
     public async Task SameAnswersAsPostgrey(string flagSet)
     {
-        Assert.True(File.Exists(RealPostgrey), $"{RealPostgrey} is missing: apt-get install postgrey (the differential tests need the real one)");
+        Requires.Program(RealPostgrey, "postgrey");
         using var dir = new TempDirectory();
         string clients = dir.Write("whitelist_clients", Scenarios.ClientWhitelist);
         string recipients = dir.Write("whitelist_recipients", Scenarios.RecipientWhitelist);

@@ -3,7 +3,7 @@ namespace Postgrey.Testing;
 /// <summary>Where the built postgrey.dll of src/Postgrey is, in the tests' own configuration.</summary>
 public static class BuiltPostgrey
 {
-    public static bool IsRoot => Environment.UserName == "root";
+    public static bool IsRoot => Requires.IsRoot;
 
     /// <summary>Starts ours with <paramref name="args"/>. Started as root, postgrey (and ours) would
     /// switch to the postgrey user, who cannot read the tests' private temp dirs; the tests that

@@ -133,7 +133,7 @@ public sealed partial class ServiceTests : IDisposable
     [Fact]
     public async Task StartedAsRoot_BindsAndOpensFirst_ThenRunsAsTheUser()
     {
-        Assert.True(BuiltPostgrey.IsRoot, "this test starts the service as root (CI runs as root)");
+        Requires.Root("it starts the service as root");
         int port = PolicyServerProcess.FreePort();
         await using var server = PostgreyProcess.Start(Args(port, "--user=nobody", "--group=nogroup"));
         await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
@@ -162,7 +162,7 @@ public sealed partial class ServiceTests : IDisposable
     [InlineData("--group=no-such-group-x", "ERROR: --group=no-such-group-x: no such group")]
     public async Task StartedAsRoot_UnknownAccount_IsAnErrorBeforeAnythingIsOpened(string flag, string error)
     {
-        Assert.True(BuiltPostgrey.IsRoot, "this test starts the service as root (CI runs as root)");
+        Requires.Root("it starts the service as root");
         var (code, output) = await PostgreyProcess.RunAsync(Args(PolicyServerProcess.FreePort(), flag.StartsWith("--group", StringComparison.Ordinal) ? ["--user=nobody", flag] : [flag]));
 
         Assert.Equal(1, code);
@@ -253,7 +253,7 @@ public sealed partial class ServiceTests : IDisposable
     [Fact]
     public async Task StartedAsRoot_WithTheDbdirInAPrivateDirectory_CheckpointsStillWorkAfterTheDrop()
     {
-        Assert.True(BuiltPostgrey.IsRoot, "this test starts the service as root (CI runs as root)");
+        Requires.Root("it starts the service as root");
         string secret = _dir.File("private");
         Directory.CreateDirectory(secret);
         File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
