@@ -153,13 +153,6 @@ public sealed class PolicyRequestParser
         return null;
     }
 
-    /// <summary>Forgets a partly read request, e.g. after the client went away.</summary>
-    public void ResetRequest()
-    {
-        _attributes = 0;
-        _requestBytes = 0;
-    }
-
     private bool TryApplyAttribute(ReadOnlySpan<byte> line, PolicyRequest request)
     {
         // postgrey matches /([^=]+)=(.*)/ unanchored: leading '=' are skipped.
