@@ -53,12 +53,8 @@ internal sealed class PostgreyCommandLine
         Verbose = Switch("--verbose", "more logging", "-v");
         Quiet = Switch("--quiet", "less logging (hides the action= lines, as postgrey)", "-q");
         Daemonize = Switch("--daemonize", "run in the background, logging to syslog", "-d");
-        Unix = Many("--unix", "PATH", "listen on unix socket PATH (repeatable)", "-u");
-        Unix.CustomParser = ParseUnixPaths;
-        Inet = Value<InetEndpoint[]>("--inet", "[HOST:]PORT", "listen on PORT, localhost if HOST is not given (repeatable)", null, null, "-i");
-        Inet.CustomParser = ParseInet;
-        Inet.Arity = ArgumentArity.ZeroOrMore;
-        Inet.AllowMultipleArgumentsPerToken = false;
+        Unix = Many("--unix", "PATH", "listen on unix socket PATH (repeatable)", ParseUnixPaths, "-u");
+        Inet = Many("--inet", "[HOST:]PORT", "listen on PORT, localhost if HOST is not given (repeatable)", ParseInet, "-i");
         SocketMode = Value<OctalMode>("--socketmode", "MODE", "unix socket permissions, octal", () => new OctalMode(Server.SocketMode), OctalMode.TryParse);
         User = Text("--user", "USER", $"run as USER (default: {Privileges.DefaultUser}, when started as root)", null);
         Group = Text("--group", "GROUP", "run as group GROUP (default: the user's group)", null);
@@ -76,8 +72,8 @@ internal sealed class PostgreyCommandLine
         // postgrey's "auto-whitelist-clients:s": the flag alone means the default.
         AutoWhitelistClients = Number("--auto-whitelist-clients", "N", "auto-whitelist a client after N passed triplets (0 disables)", Greylist.AutoWhitelistClients, 0, int.MaxValue);
         AutoWhitelistClients.Arity = ArgumentArity.ZeroOrOne;
-        WhitelistClients = Many("--whitelist-clients", "FILE", "client whitelist file (repeatable; replaces the defaults)");
-        WhitelistRecipients = Many("--whitelist-recipients", "FILE", "recipient whitelist file (repeatable; replaces the defaults)");
+        WhitelistClients = Many("--whitelist-clients", "FILE", "client whitelist file (repeatable; replaces the defaults)", AsGiven);
+        WhitelistRecipients = Many("--whitelist-recipients", "FILE", "recipient whitelist file (repeatable; replaces the defaults)", AsGiven);
         SyslogFacility = Value<FacilityName>("--syslogfacility", "F", "syslog facility", () => FacilityName.Of(Logging.SyslogFacility), FacilityName.TryParse, "--syslog-facility", "--facility");
         Privacy = Switch("--privacy", "store SHA-1 hashes instead of addresses");
         Hostname = Text("--hostname", "NAME", "host name for %h", System.Net.Dns.GetHostName);
@@ -240,20 +236,24 @@ internal sealed class PostgreyCommandLine
                 result.AddError($"--unix={token.Value}: longer than {MaxUnixPathBytes} bytes");
             }
         }
-        return [.. result.Tokens.Select(t => t.Value)];
+        return AsGiven(result);
     }
 
     private Option<bool> Switch(string name, string description, params string[] aliases) =>
         Add(new Option<bool>(name, aliases) { Description = description, Arity = ArgumentArity.Zero });
 
-    private Option<string[]> Many(string name, string helpName, string description, params string[] aliases) =>
-        Add(new Option<string[]>(name, aliases)
+    /// <summary>A repeatable option: each occurrence one value, all of them <paramref name="parse"/>d together.</summary>
+    private Option<T[]> Many<T>(string name, string helpName, string description, Func<ArgumentResult, T[]> parse, params string[] aliases) =>
+        Add(new Option<T[]>(name, aliases)
         {
             Description = description,
             HelpName = helpName,
             Arity = ArgumentArity.ZeroOrMore,
             AllowMultipleArgumentsPerToken = false,
+            CustomParser = result => parse(result),
         });
+
+    private static string[] AsGiven(ArgumentResult result) => [.. result.Tokens.Select(t => t.Value)];
 
     /// <summary>A string. An empty one is the error <paramref name="ifEmpty"/> if given, else the
     /// default if there is one (postgrey's <c>$opt{x} || default</c>), else empty.</summary>
@@ -262,7 +262,7 @@ internal sealed class PostgreyCommandLine
         var option = Value<string>(name, helpName, description, defaultValue, null);
         option.CustomParser = result =>
         {
-            string text = result.Tokens[^1].Value;
+            string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
             if (text.Length > 0)
             {
                 return text;
