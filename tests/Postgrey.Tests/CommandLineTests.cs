@@ -317,6 +317,37 @@ public sealed partial class CommandLineTests : IDisposable
         Assert.Contains($"[default: {expected}]", HelpLine(Help(), option), StringComparison.Ordinal);
     }
 
+    /// <summary>The README's flag tables: a row for every option, and its default as --help shows
+    /// it (except the host name, which is this machine's).</summary>
+    [Fact]
+    public void Readme_FlagTables_HaveEveryOptionWithItsDefault()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Postgrey.sln")))
+        {
+            dir = dir.Parent;
+        }
+        Assert.NotNull(dir);
+        string readme = File.ReadAllText(Path.Combine(dir.FullName, "README.md"));
+        string section = readme[readme.IndexOf("## Command line", StringComparison.Ordinal)..readme.IndexOf("## Whitelists", StringComparison.Ordinal)];
+        var rows = section.Split('\n').Where(l => l.StartsWith("| `", StringComparison.Ordinal)).Select(l => l.Split(" | ")).ToList();
+
+        var commandLine = new PostgreyCommandLine();
+        ParseResult parsed = commandLine.Parse(["--inet=10023"]);
+        foreach (Option option in commandLine.Options)
+        {
+            var names = option.Aliases.Append(option.Name).Select(n => new Regex("(?<![a-z0-9-])" + Regex.Escape(n) + "(?![a-z0-9-])"));
+            var matching = rows.Where(r => names.Any(n => n.IsMatch(r[0]))).ToList();
+            Assert.True(matching.Count == 1, $"{option.Name}: {matching.Count} rows in the README's flag tables");
+            string[] row = matching[0];
+            if (option.HasDefaultValue && option.Arity.MaximumNumberOfValues > 0 && option != commandLine.Hostname)
+            {
+                object? value = parsed.RootCommandResult.GetResult(option)!.GetValueOrDefault<object>();
+                Assert.Contains(value!.ToString()!, row[1], StringComparison.OrdinalIgnoreCase);
+            }
+        }
+    }
+
     [Fact]
     public void Help_ShowsEveryOptionOnce()
     {
