@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -20,34 +21,27 @@ internal static class Program
     public static int Main(string[] args)
     {
         var commandLine = new PostgreyCommandLine();
-        var parsed = commandLine.Parse(args);
-        if (PostgreyCommandLine.IsHelp(parsed) || parsed.GetValue(commandLine.Man))
+        ParseResult parsed = commandLine.Parse(args);
+        if (commandLine.WantsHelp(parsed))
         {
-            return PostgreyCommandLine.PrintHelp(commandLine.Parse(["--help"]));
+            return commandLine.WriteHelp(Console.Out);
         }
         if (parsed.GetValue(commandLine.Version))
         {
             Console.Out.WriteLine($"postgrey {VersionInfo.PostgreyCompatible} (Postgrey for .NET {VersionInfo.Product})");
             return 0;
         }
-        if (parsed.Errors.Count > 0)
+        // Every problem at once, before anything starts.
+        IReadOnlyList<string> errors = commandLine.Errors(parsed);
+        if (errors.Count > 0)
         {
-            foreach (var error in parsed.Errors)
+            foreach (string error in errors)
             {
-                Console.Error.WriteLine($"ERROR: {error.Message}");
+                Console.Error.WriteLine($"ERROR: {error}");
             }
             return 1;
         }
-        PostgreyOptions? options = OptionsMapper.Map(commandLine.Read(parsed), out var problems);
-        if (options is null)
-        {
-            foreach (string problem in problems)
-            {
-                Console.Error.WriteLine($"ERROR: {problem}");
-            }
-            return 1;
-        }
-        return Run(options, args);
+        return Run(OptionsMapper.Map(commandLine, parsed), args);
     }
 
     private static int Run(PostgreyOptions options, IReadOnlyList<string> args)

@@ -55,8 +55,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             ? true
             : throw new PlatformNotSupportedException("the epoll transport needs Linux"),
         PolicyTransport.Sockets => false,
-        _ => OperatingSystem.IsLinux()
-            && !string.Equals(Environment.GetEnvironmentVariable("POSTGREY_TRANSPORT"), "sockets", StringComparison.OrdinalIgnoreCase),
+        _ => throw new ArgumentOutOfRangeException(nameof(transport), transport, "no such transport"),
     };
 
     public EpollTransport(IReadOnlyList<Socket> listeners, ServerOptions options, PolicyConnectionHandler handler, Action warnRefused, ILogger logger)
