@@ -133,6 +133,11 @@ public sealed class BtreeFile
         }
         uint root = U32(88);
         long pageCount = length / pageSize;
+        uint lastPage = U32(32);
+        if (lastPage >= pageCount)
+        {
+            throw new BerkeleyDbFormatException(path, length, $"the meta page says the last page is {lastPage}, but the file ends after {pageCount} pages: truncated");
+        }
         if (root == 0 || root >= pageCount)
         {
             throw new BerkeleyDbFormatException(path, 88, $"root page {root} is outside the file's {pageCount} pages");
@@ -149,9 +154,13 @@ public sealed class BtreeFile
         uint previous = 0;
         while (pgno != 0)
         {
+            if (pgno >= _pageCount)
+            {
+                throw Bad(previous, 16, $"leaf page {previous} links to page {pgno}, outside the file's {_pageCount} pages");
+            }
             if (!seen.Add(pgno))
             {
-                throw Bad(pgno, 16, $"the leaf chain loops back to page {pgno}");
+                throw Bad(previous, 16, $"the next-page link of leaf page {previous} loops back to page {pgno}");
             }
             ReadPage(pgno, page, PageLeaf);
             if (PrevPgno(page) != previous)
