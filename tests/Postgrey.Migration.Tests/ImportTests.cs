@@ -128,8 +128,29 @@ public sealed class ImportTests(PostgreyRuns runs) : IDisposable
 
         Assert.Equal(1, exit);
         Assert.Equal("", stdout);
-        Assert.Equal($"postgrey import: ERROR: {dbdir}/postgrey.lock is locked: postgrey or the service is running on {dbdir}; stop it first. Nothing imported\n", stderr);
+        Assert.Equal($"postgrey import: ERROR: {dbdir}/postgrey.lock is locked: postgrey is running on {dbdir}; stop it first. Nothing imported\n", stderr);
         Assert.False(File.Exists(Path.Combine(dbdir, "postgrey.sqlite3")));
+    }
+
+    [Fact]
+    public async Task Import_FromADbdirPostgreyRunsOn_RefusesNothingWritten()
+    {
+        Requires.Program(Fixtures.RealPostgrey, "postgrey");
+        string from = _dir.File("live");
+        Directory.CreateDirectory(from);
+        if (Requires.IsRoot)
+        {
+            Assert.Equal(0, Fixtures.Run("chown", ["postgrey:postgrey", from]).ExitCode);
+        }
+        int port = PolicyServerProcess.FreePort();
+        await using var postgrey = PolicyServerProcess.Start(Fixtures.RealPostgrey, [$"--inet=127.0.0.1:{port}", $"--dbdir={from}"], stopGracefully: true);
+        await postgrey.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+
+        var (exit, _, stderr) = Fixtures.Postgrey("import", $"--from={from}", $"--dbdir={Ours}");
+
+        Assert.Equal(1, exit);
+        Assert.Equal($"postgrey import: ERROR: {from}/postgrey.lock is locked: postgrey is running on {from}; stop it first. Nothing imported\n", stderr);
+        Assert.False(Directory.Exists(Ours));
     }
 
     [Fact]

@@ -48,6 +48,12 @@ internal static class ImportCommand
         PostgreyDatabase source;
         try
         {
+            if (IsLocked(Path.Combine(from, SqliteStoreOptions.LockFileName)))
+            {
+                // postgrey writes its pages out when it closes the databases: until then the
+                // files may lack the latest triplets.
+                return ToolCommand.Fail("import", $"{Path.Combine(from, SqliteStoreOptions.LockFileName)} is locked: postgrey is running on {from}; stop it first. Nothing imported");
+            }
             source = PostgreyDatabase.Read(from);
         }
         catch (BerkeleyDbFormatException ex)
@@ -84,5 +90,24 @@ internal static class ImportCommand
         Console.Out.WriteLine(
             $"imported {counts.Triplets} triplets, {counts.Clients} clients; skipped {counts.Kept + source.Merged}; rejected {source.Rejected.Count}");
         return 0;
+    }
+
+    /// <summary>Whether another process holds <paramref name="path"/> (postgrey's flock). The file is
+    /// not created, and the lock is let go at once: the import takes its own in its target dbdir.</summary>
+    private static bool IsLocked(string path)
+    {
+        try
+        {
+            using var probe = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.None);
+            return false;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+        catch (IOException)
+        {
+            return true;
+        }
     }
 }
