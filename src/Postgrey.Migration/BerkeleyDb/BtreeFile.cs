@@ -129,7 +129,7 @@ public sealed class BtreeFile
         }
         if (length % pageSize != 0)
         {
-            throw new BerkeleyDbFormatException(path, length - (length % pageSize), $"file length {length} is not a whole number of {pageSize}-byte pages: truncated?");
+            throw new BerkeleyDbFormatException(path, length - (length % pageSize), $"the file ends {length % pageSize} bytes into page {length / pageSize} ({length} bytes, pages of {pageSize}): truncated");
         }
         uint root = U32(88);
         long pageCount = length / pageSize;
