@@ -20,6 +20,10 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && Tools.ToolCommand.Find(args[0]) is { } tool)
+        {
+            return Tools.ToolCommand.Run(tool, args[1..]); // postgrey import|export ...
+        }
         var commandLine = new PostgreyCommandLine();
         ParseResult parsed = commandLine.Parse(args);
         if (commandLine.WantsHelp(parsed))
