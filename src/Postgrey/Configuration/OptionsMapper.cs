@@ -99,9 +99,21 @@ internal static class OptionsMapper
             warnings.Add("--lookup-by-subnet and --lookup-by-host both given: --lookup-by-host wins, as in postgrey");
         }
         int facility = 2;
-        if (flags.SyslogFacility is { } facilityName && !Postgrey.Hosting.SyslogFacility.TryParse(facilityName, out facility))
+        if (flags.SyslogFacility is { } facilityName && !Postgrey.Logging.SyslogFacility.TryParse(facilityName, out facility))
         {
-            problems.Add($"--syslog-facility={facilityName}: one of {Postgrey.Hosting.SyslogFacility.Names} is expected");
+            problems.Add($"--syslog-facility={facilityName}: one of {Postgrey.Logging.SyslogFacility.Names} is expected");
+        }
+        LogFormat logFormat = LogFormat.Text;
+        switch (flags.LogFormat)
+        {
+            case null or "text":
+                break;
+            case "json":
+                logFormat = LogFormat.Json;
+                break;
+            default:
+                problems.Add($"--log-format={flags.LogFormat}: text or json is expected");
+                break;
         }
         if (flags.PidFile is "")
         {
@@ -154,6 +166,7 @@ internal static class OptionsMapper
                 Syslog = flags.Daemonize || flags.Syslog,
                 SyslogFacility = facility,
                 SyslogSocket = flags.SyslogSocket ?? "/dev/log",
+                Format = logFormat,
             },
             Service = new ServiceOptions
             {

@@ -60,6 +60,7 @@ internal sealed class PostgreyCommandLine
         MaintenanceInterval = Value("--maintenance-interval", "SECONDS", "seconds between database cleanings (default: 3600)");
         Syslog = Switch("--syslog", "log to syslog (as -d does) while in the foreground");
         SyslogSocket = Value("--syslog-socket", "PATH", "the syslog socket (default: /dev/log)");
+        LogFormat = Value("--log-format", "text|json", "text: postgrey's log lines (default); json: one JSON object per event, same destination");
         DbSync = Value("--db-sync", "normal|full", "normal: a killed process loses nothing (default); full: fsync every commit, survives power loss");
     }
 
@@ -98,6 +99,7 @@ internal sealed class PostgreyCommandLine
     public Option<string?> MaxConnections { get; }
     public Option<string?> MaintenanceInterval { get; }
     public Option<string?> DbSync { get; }
+    public Option<string?> LogFormat { get; }
     public Option<bool> Syslog { get; }
     public Option<string?> SyslogSocket { get; }
 
@@ -176,6 +178,7 @@ internal sealed class PostgreyCommandLine
             MaxConnections = r.GetValue(MaxConnections),
             MaintenanceInterval = r.GetValue(MaintenanceInterval),
             DbSync = r.GetValue(DbSync),
+            LogFormat = r.GetValue(LogFormat),
             Syslog = r.GetValue(Syslog),
             SyslogSocket = r.GetValue(SyslogSocket),
         };

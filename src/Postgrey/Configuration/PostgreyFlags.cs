@@ -38,6 +38,7 @@ internal sealed record PostgreyFlags
     public string? MaxConnections { get; init; }
     public string? MaintenanceInterval { get; init; }
     public string? DbSync { get; init; }
+    public string? LogFormat { get; init; }
     public bool Syslog { get; init; }
     public string? SyslogSocket { get; init; }
 }

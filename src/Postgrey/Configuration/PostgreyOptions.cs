@@ -27,6 +27,9 @@ internal sealed record PostgreyOptions
 
 internal enum Verbosity { Quiet, Normal, Verbose }
 
+/// <summary>--log-format: postgrey's text lines, or one JSON object per event for log pipelines.</summary>
+internal enum LogFormat { Text, Json }
+
 internal sealed record LoggingOptions
 {
     public Verbosity Verbosity { get; init; } = Verbosity.Normal;
@@ -38,6 +41,9 @@ internal sealed record LoggingOptions
     public int SyslogFacility { get; init; } = 2;
 
     public string SyslogSocket { get; init; } = "/dev/log";
+
+    /// <summary>--log-format: the same destination either way, text or JSON lines.</summary>
+    public LogFormat Format { get; init; } = LogFormat.Text;
 }
 
 /// <summary>How the process runs: in the background, with a pid file, as which account.</summary>
