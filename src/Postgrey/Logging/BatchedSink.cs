@@ -1,87 +1,165 @@
+using Serilog;
+using Serilog.Configuration;
 using Serilog.Core;
+using Serilog.Debugging;
 using Serilog.Events;
+using Serilog.Formatting;
+using Serilog.Parsing;
 
-namespace Postgrey.Hosting;
+namespace Postgrey.Logging;
 
 /// <summary>
-/// Hands log events to a thread of its own that writes them many at a time: a decision line per
-/// request would otherwise cost a locked, flushed write on the request path. Lines keep their
-/// order; a full queue (a stalled journald or syslogd) makes callers wait rather than lose
-/// lines; everything queued is written at dispose.
+/// A writer of log lines for Serilog's batching (<see cref="IBatchedLogEventSink"/>): Serilog's
+/// loop hands it the queued events many at a time, one batch after the other, so that a decision
+/// line per request costs the request path only a queue write, not a locked, flushed write. It
+/// never throws: a line that cannot be written is lost, as with postgrey, and never retried.
 /// </summary>
-internal abstract class BufferedSink : ILogEventSink, IDisposable
+internal abstract class BatchedSink : IBatchedLogEventSink, IDisposable
 {
-    private const int MaxQueued = 100_000;
+    private static readonly MessageTemplate DroppedTemplate =
+        new MessageTemplateParser().Parse("{Dropped} log lines dropped: the log destination did not keep up");
 
-    private readonly object _gate = new();
-    private readonly Queue<LogEvent> _queue = new();
-    private Thread? _writer;
-    private bool _closing;
+    private bool _closed;
 
-    /// <summary>Starts the writer thread; called by the derived constructor once it is ready.</summary>
-    protected void Start()
+    protected BatchedSink(ITextFormatter formatter, int queueLimit)
     {
-        _writer = new Thread(WriteLoop) { IsBackground = true, Name = "postgrey-log-writer" };
-        _writer.Start();
+        Formatter = formatter;
+        Queue = new LogQueueCounter(queueLimit);
     }
 
-    public void Emit(LogEvent logEvent)
+    protected ITextFormatter Formatter { get; }
+
+    /// <summary>What is queued for this sink, and what was dropped.</summary>
+    public LogQueueCounter Queue { get; }
+
+    public Task EmitBatchAsync(IReadOnlyCollection<LogEvent> batch)
     {
-        lock (_gate)
+        try
         {
-            while (_queue.Count >= MaxQueued && !_closing)
-            {
-                Monitor.Wait(_gate);
-            }
-            _queue.Enqueue(logEvent);
-            if (_queue.Count == 1)
-            {
-                Monitor.PulseAll(_gate);
-            }
+            WriteDroppedNotice();
+            Write(batch);
         }
+#pragma warning disable CA1031 // a log writer must not stop the service, whatever its destination throws
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            SelfLog.WriteLine("postgrey: log batch lost: {0}", ex);
+        }
+        finally
+        {
+            Queue.Leave(batch.Count);
+        }
+        return Task.CompletedTask;
     }
 
-    /// <summary>Writes one batch; runs on the writer thread only. Failures are the derived
-    /// class's to handle: nothing here may stop the service.</summary>
-    protected abstract void Write(List<LogEvent> batch);
+    public Task OnEmptyBatchAsync() => Task.CompletedTask;
 
-    /// <summary>Releases the output after the last batch.</summary>
+    /// <summary>Writes one batch; runs on Serilog's batching loop, one batch at a time.</summary>
+    protected abstract void Write(IReadOnlyCollection<LogEvent> batch);
+
+    /// <summary>Releases the destination after the last batch.</summary>
     protected abstract void Close();
 
-    private void WriteLoop()
-    {
-        var batch = new List<LogEvent>();
-        while (true)
-        {
-            lock (_gate)
-            {
-                while (_queue.Count == 0 && !_closing)
-                {
-                    Monitor.Wait(_gate);
-                }
-                if (_queue.Count == 0)
-                {
-                    return;
-                }
-                while (_queue.Count > 0)
-                {
-                    batch.Add(_queue.Dequeue());
-                }
-                Monitor.PulseAll(_gate); // room again for waiting callers
-            }
-            Write(batch);
-            batch.Clear();
-        }
-    }
-
+    /// <summary>Called by Serilog's batching sink once it has written out what was queued.</summary>
     public void Dispose()
     {
-        lock (_gate)
+        if (_closed)
         {
-            _closing = true;
-            Monitor.PulseAll(_gate);
+            return;
         }
-        _writer?.Join();
+        _closed = true;
+        try
+        {
+            WriteDroppedNotice();
+        }
+#pragma warning disable CA1031 // see EmitBatchAsync
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            SelfLog.WriteLine("postgrey: log line lost: {0}", ex);
+        }
         Close();
+        GC.SuppressFinalize(this);
+    }
+
+    // Said once per stall, in the log itself where the lines are missing: stderr may be the very
+    // pipe that stalled (systemd gives stdout and stderr to the journal).
+    private void WriteDroppedNotice()
+    {
+        long dropped = Queue.TakeDropped();
+        if (dropped > 0)
+        {
+            Write([new LogEvent(DateTimeOffset.Now, LogEventLevel.Warning, null, DroppedTemplate, [new LogEventProperty("Dropped", new ScalarValue(dropped))])]);
+        }
+    }
+}
+
+/// <summary>
+/// Counts what waits in Serilog's batching queue for one sink, and drops (and counts) an event
+/// when <see cref="Limit"/> are waiting: a stalled syslogd or journald costs log lines, never a
+/// blocked request. Serilog's own <see cref="BatchingOptions.QueueLimit"/> drops silently
+/// (its channel's TryWrite result is not reported), so the admission is counted here, with the
+/// same limit; Serilog's limit is then the backstop that never has to act.
+/// </summary>
+internal sealed class LogQueueCounter(int limit)
+{
+    private long _queued;
+    private long _dropped;
+    private long _droppedTotal;
+
+    public int Limit { get; } = limit;
+
+    /// <summary>Every event dropped so far.</summary>
+    public long Dropped => Interlocked.Read(ref _droppedTotal);
+
+    public bool TryEnter()
+    {
+        if (Interlocked.Increment(ref _queued) <= Limit)
+        {
+            return true;
+        }
+        Interlocked.Decrement(ref _queued);
+        Interlocked.Increment(ref _dropped);
+        Interlocked.Increment(ref _droppedTotal);
+        return false;
+    }
+
+    public void Leave(int count) => Interlocked.Add(ref _queued, -count);
+
+    /// <summary>The events dropped since the last call.</summary>
+    public long TakeDropped() => Interlocked.Exchange(ref _dropped, 0);
+}
+
+internal static class BatchedSinkConfiguration
+{
+    /// <summary>A line reaches its destination within this time, and the idle loop wakes this often.</summary>
+    public static readonly TimeSpan BufferingTime = TimeSpan.FromMilliseconds(50);
+
+    /// <summary><paramref name="sink"/> behind Serilog's batching, with its queue counted.</summary>
+    public static LoggerConfiguration Batched(this LoggerSinkConfiguration writeTo, BatchedSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(writeTo);
+        ArgumentNullException.ThrowIfNull(sink);
+        var options = new BatchingOptions
+        {
+            BatchSizeLimit = 1000,
+            BufferingTimeLimit = BufferingTime,
+            EagerlyEmitFirstEvent = true,
+            QueueLimit = sink.Queue.Limit,
+        };
+        return writeTo.Sink(LoggerSinkConfiguration.Wrap(batching => new CountedSink(batching, sink.Queue), c => c.Sink(sink, options)));
+    }
+
+    private sealed class CountedSink(ILogEventSink batching, LogQueueCounter queue) : ILogEventSink, IDisposable
+    {
+        public void Emit(LogEvent logEvent)
+        {
+            if (queue.TryEnter())
+            {
+                batching.Emit(logEvent);
+            }
+        }
+
+        public void Dispose() => (batching as IDisposable)?.Dispose();
     }
 }

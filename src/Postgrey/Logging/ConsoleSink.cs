@@ -1,40 +1,49 @@
+using System.Globalization;
 using System.Text;
 using Serilog.Events;
+using Serilog.Formatting;
 
-namespace Postgrey.Hosting;
+namespace Postgrey.Logging;
 
 /// <summary>
-/// postgrey's console output: one line per event, escaped as Net::Server escapes it. Under
-/// systemd each line starts with its syslog priority (<c>&lt;5&gt;</c>), which journald reads
+/// postgrey's console output: the formatter's lines on stdout, a batch per write. Under systemd
+/// each line starts with its syslog priority (<c>&lt;5&gt;</c>), which journald reads
 /// (SyslogLevelPrefix=) so that the journal and mail.log get the right level.
 /// </summary>
-internal sealed class ConsoleSink : BufferedSink
+internal sealed class ConsoleSink : BatchedSink
 {
     private readonly TextWriter _output;
     private readonly bool _levelPrefix;
+    private readonly StringWriter _event = new(CultureInfo.InvariantCulture);
 
-    public ConsoleSink(bool levelPrefix = false, Stream? output = null)
+    public ConsoleSink(ITextFormatter formatter, bool levelPrefix = false, Stream? output = null, int queueLimit = PostgreyLogging.QueueLimit)
+        : base(formatter, queueLimit)
     {
         _levelPrefix = levelPrefix;
         _output = new StreamWriter(output ?? Console.OpenStandardOutput(), new UTF8Encoding(false), 64 * 1024) { AutoFlush = false };
-        Start();
     }
 
-    protected override void Write(List<LogEvent> batch)
+    protected override void Write(IReadOnlyCollection<LogEvent> batch)
     {
         try
         {
             foreach (LogEvent logEvent in batch)
             {
-                foreach (string line in NetServerLogFormatter.Lines(logEvent))
+                if (!_levelPrefix)
                 {
-                    if (_levelPrefix)
-                    {
-                        _output.Write('<');
-                        _output.Write((char)('0' + SyslogSeverity.Of(logEvent.Level)));
-                        _output.Write('>');
-                    }
-                    _output.Write(NetServerLogFormatter.Escape(line));
+                    Formatter.Format(logEvent, _output);
+                    continue;
+                }
+                StringBuilder text = _event.GetStringBuilder();
+                text.Clear();
+                Formatter.Format(logEvent, _event);
+                char severity = (char)('0' + SyslogSeverity.Of(logEvent.Level));
+                foreach (string line in text.ToString().TrimEnd('\n').Split('\n'))
+                {
+                    _output.Write('<');
+                    _output.Write(severity);
+                    _output.Write('>');
+                    _output.Write(line);
                     _output.Write('\n');
                 }
             }
@@ -56,5 +65,6 @@ internal sealed class ConsoleSink : BufferedSink
         {
         }
         _output.Dispose();
+        _event.Dispose();
     }
 }
