@@ -77,6 +77,10 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
                 int comma = output.ToString(textStart, output.Length - textStart).LastIndexOf(", ", StringComparison.Ordinal);
                 output.Length = textStart + Math.Max(comma, 0);
             }
+            else
+            {
+                output.Append("null");
+            }
             at = close + 1;
         }
         return output.ToString();

@@ -103,7 +103,8 @@ public sealed class LogSinkTests : IDisposable
         // A syslog daemon that stopped reading: once its socket's queue is full, every send blocks.
         using var stalled = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         stalled.Bind(new UnixDomainSocketEndPoint(path));
-        var sink = new SyslogSink(SyslogText, path, 2, "postgrey", queueLimit: 1000);
+        var problems = new StringWriter();
+        var sink = new SyslogSink(SyslogText, path, 2, "postgrey", TextWriter.Synchronized(problems), queueLimit: 1000);
         var logger = Logger(sink);
         var received = new List<string>();
         try
@@ -137,6 +138,13 @@ public sealed class LogSinkTests : IDisposable
         Assert.Equal(sink.Queue.Dropped, droppedCount);
         Assert.Equal(Lines, received.Count - dropped.Count + droppedCount); // every line written or counted
         Assert.All(received.Where(m => m.Contains("dropped", StringComparison.Ordinal)), m => Assert.StartsWith("<20>", m, StringComparison.Ordinal)); // mail.warning
+        // ...and said at once on stderr, not where the lines go, once for the stall.
+        string onset = $"postgrey: {path} does not keep up: log lines are dropped (their count follows in the log)";
+        for (int i = 0; i < 300 && !problems.ToString().Contains(onset, StringComparison.Ordinal); i++)
+        {
+            await Task.Delay(10, TestContext.Current.CancellationToken); // it is written from the thread pool
+        }
+        Assert.Equal(onset, Assert.Single(problems.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)));
     }
 
     [Fact]

@@ -106,8 +106,13 @@ internal sealed class LogQueueCounter(int limit)
     private long _queued;
     private long _dropped;
     private long _droppedTotal;
+    private int _dropping;
 
     public int Limit { get; } = limit;
+
+    /// <summary>Called once when dropping starts (again after each notice in the log), on the
+    /// thread pool: the caller that dropped must not wait for whatever it does.</summary>
+    public Action? DroppingStarted { get; set; }
 
     /// <summary>Every event dropped so far.</summary>
     public long Dropped => Interlocked.Read(ref _droppedTotal);
@@ -121,13 +126,25 @@ internal sealed class LogQueueCounter(int limit)
         Interlocked.Decrement(ref _queued);
         Interlocked.Increment(ref _dropped);
         Interlocked.Increment(ref _droppedTotal);
+        if (Interlocked.Exchange(ref _dropping, 1) == 0 && DroppingStarted is { } started)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(_ => started(), null);
+        }
         return false;
     }
 
     public void Leave(int count) => Interlocked.Add(ref _queued, -count);
 
     /// <summary>The events dropped since the last call.</summary>
-    public long TakeDropped() => Interlocked.Exchange(ref _dropped, 0);
+    public long TakeDropped()
+    {
+        long dropped = Interlocked.Exchange(ref _dropped, 0);
+        if (dropped > 0)
+        {
+            Volatile.Write(ref _dropping, 0);
+        }
+        return dropped;
+    }
 }
 
 internal static class BatchedSinkConfiguration

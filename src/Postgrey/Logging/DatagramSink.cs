@@ -28,6 +28,8 @@ internal abstract class DatagramSink : BatchedSink
         _path = path;
         _problems = problems ?? Console.Error;
         Connect();
+        // stderr is not where these lines go, so it can say at once that they are being lost.
+        Queue.DroppingStarted = () => Say($"postgrey: {_path} does not keep up: log lines are dropped (their count follows in the log)");
     }
 
     protected static string Pid { get; } = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
@@ -118,14 +120,22 @@ internal abstract class DatagramSink : BatchedSink
             return;
         }
         _reported = true;
-        try
+        Say($"postgrey: can't log to {_path}: {reason}; still serving, log lines are lost until it is back");
+    }
+
+    private void Say(string problem)
+    {
+        lock (_problems)
         {
-            _problems.WriteLine($"postgrey: can't log to {_path}: {reason}; still serving, log lines are lost until it is back");
-            _problems.Flush();
-        }
-        catch (IOException)
-        {
-            // detached: stderr is /dev/null
+            try
+            {
+                _problems.WriteLine(problem);
+                _problems.Flush();
+            }
+            catch (IOException)
+            {
+                // detached: stderr is /dev/null
+            }
         }
     }
 
