@@ -138,7 +138,7 @@ public sealed class LogSinkTests : IDisposable
         Assert.Equal(sink.Queue.Dropped, droppedCount);
         Assert.Equal(Lines, received.Count - dropped.Count + droppedCount); // every line written or counted
         Assert.All(received.Where(m => m.Contains("dropped", StringComparison.Ordinal)), m => Assert.StartsWith("<20>", m, StringComparison.Ordinal)); // mail.warning
-        // ...and said at once on stderr, not where the lines go, once for the stall.
+        // ...and said at once on stderr (not where the lines go), once.
         string onset = $"postgrey: {path} does not keep up: log lines are dropped (their count follows in the log)";
         for (int i = 0; i < 300 && !problems.ToString().Contains(onset, StringComparison.Ordinal); i++)
         {

@@ -19,7 +19,11 @@ internal abstract class BatchedSink : IBatchedLogEventSink, IDisposable
     private static readonly MessageTemplate DroppedTemplate =
         new MessageTemplateParser().Parse("{Dropped} log lines dropped: the log destination did not keep up");
 
+    // A destination that keeps up only in part would otherwise get a notice with every batch.
+    private static readonly TimeSpan NoticeEvery = TimeSpan.FromSeconds(10);
+
     private bool _closed;
+    private long _lastNotice = long.MinValue / 2;
 
     protected BatchedSink(ITextFormatter formatter, int queueLimit)
     {
@@ -36,7 +40,7 @@ internal abstract class BatchedSink : IBatchedLogEventSink, IDisposable
     {
         try
         {
-            WriteDroppedNotice();
+            WriteDroppedNotice(force: false);
             Write(batch);
         }
 #pragma warning disable CA1031 // a log writer must not stop the service, whatever its destination throws
@@ -70,7 +74,7 @@ internal abstract class BatchedSink : IBatchedLogEventSink, IDisposable
         _closed = true;
         try
         {
-            WriteDroppedNotice();
+            WriteDroppedNotice(force: true);
         }
 #pragma warning disable CA1031 // see EmitBatchAsync
         catch (Exception ex)
@@ -82,10 +86,16 @@ internal abstract class BatchedSink : IBatchedLogEventSink, IDisposable
         GC.SuppressFinalize(this);
     }
 
-    // Said once per stall, in the log itself where the lines are missing: stderr may be the very
-    // pipe that stalled (systemd gives stdout and stderr to the journal).
-    private void WriteDroppedNotice()
+    // Said in the log itself, where the lines are missing, at most every 10 s and at the end:
+    // stderr may be the very pipe that stalled (systemd gives stdout and stderr to the journal).
+    private void WriteDroppedNotice(bool force)
     {
+        long now = Environment.TickCount64;
+        if (!Queue.HasDropped || (!force && now - _lastNotice < (long)NoticeEvery.TotalMilliseconds))
+        {
+            return;
+        }
+        _lastNotice = now;
         long dropped = Queue.TakeDropped();
         if (dropped > 0)
         {
@@ -110,8 +120,8 @@ internal sealed class LogQueueCounter(int limit)
 
     public int Limit { get; } = limit;
 
-    /// <summary>Called once when dropping starts (again after each notice in the log), on the
-    /// thread pool: the caller that dropped must not wait for whatever it does.</summary>
+    /// <summary>Called when dropping first starts, once, on the thread pool: the caller that
+    /// dropped must not wait for whatever it does.</summary>
     public Action? DroppingStarted { get; set; }
 
     /// <summary>Every event dropped so far.</summary>
@@ -136,15 +146,9 @@ internal sealed class LogQueueCounter(int limit)
     public void Leave(int count) => Interlocked.Add(ref _queued, -count);
 
     /// <summary>The events dropped since the last call.</summary>
-    public long TakeDropped()
-    {
-        long dropped = Interlocked.Exchange(ref _dropped, 0);
-        if (dropped > 0)
-        {
-            Volatile.Write(ref _dropping, 0);
-        }
-        return dropped;
-    }
+    public long TakeDropped() => Interlocked.Exchange(ref _dropped, 0);
+
+    public bool HasDropped => Interlocked.Read(ref _dropped) > 0;
 }
 
 internal static class BatchedSinkConfiguration
