@@ -11,7 +11,6 @@ using Postgrey.Platform;
 using Postgrey.Server;
 using Postgrey.Storage.Sqlite;
 using Serilog;
-using Serilog.Events;
 using Serilog.Extensions.Logging;
 
 namespace Postgrey;
@@ -63,7 +62,7 @@ internal static class Program
             Daemon.StartSession();
         }
 
-        using Serilog.Core.Logger serilog = CreateLogger(options.Logging);
+        using Serilog.Core.Logger serilog = Logging.PostgreyLogging.CreateLogger(options.Logging);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         var startup = loggerFactory.CreateLogger("postgrey");
         using var signals = new ProcessSignals(() =>
@@ -227,49 +226,6 @@ internal static class Program
             sp.GetRequiredService<ILogger<MaintenanceService>>()));
         builder.Services.AddSingleton<WhitelistReloader>();
         return builder.Build();
-    }
-
-    private static Serilog.Core.Logger CreateLogger(LoggingOptions options)
-    {
-        // postgrey's levels: -q shows its level 1 (warnings, "whitelisted", "cleaning"), the
-        // default adds the action= lines, -v adds our diagnostics.
-        LogEventLevel level = options.Verbosity switch
-        {
-            Verbosity.Quiet => LogEventLevel.Warning,
-            Verbosity.Verbose => LogEventLevel.Debug,
-            _ => LogEventLevel.Information,
-        };
-        return new LoggerConfiguration()
-            .MinimumLevel.Is(level)
-            .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
-            .WriteTo.Sink(CreateSink(options))
-            .CreateLogger();
-    }
-
-    /// <summary>-d/--syslog: the syslog socket, as postgrey. A Windows service: the event log. Under systemd (its journal holds our
-    /// stdout): journald's own socket, so that each line keeps its priority and facility; if that
-    /// is out of reach, stdout with a priority prefix. Else the console, as postgrey.</summary>
-    private static Serilog.Core.ILogEventSink CreateSink(LoggingOptions options)
-    {
-        if (options.Syslog)
-        {
-            return new SyslogSink(options.SyslogSocket, options.SyslogFacility, "postgrey");
-        }
-        if (OperatingSystem.IsWindows() && Microsoft.Extensions.Hosting.WindowsServices.WindowsServiceHelpers.IsWindowsService())
-        {
-            return new EventLogSink();
-        }
-        if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is { Length: > 0 })
-        {
-            var journal = new JournalSink(JournalSink.DefaultPath, options.SyslogFacility, "postgrey", TextWriter.Null);
-            if (journal.Connected)
-            {
-                return journal;
-            }
-            journal.Dispose();
-            return new ConsoleSink(levelPrefix: true);
-        }
-        return new ConsoleSink();
     }
 }
 

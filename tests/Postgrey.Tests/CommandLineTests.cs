@@ -501,6 +501,6 @@ public class NetServerLogFormatterTests
     [InlineData("100% sure\n", "100% sure\n")]
     public void Escape_WritesBytesOutsidePrintableAsciiAsPercentHex(string text, string expected)
     {
-        Assert.Equal(expected, Postgrey.Hosting.NetServerLogFormatter.Escape(text));
+        Assert.Equal(expected, Postgrey.Logging.NetServerLogFormatter.Escape(text));
     }
 }

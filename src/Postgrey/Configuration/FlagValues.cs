@@ -1,5 +1,5 @@
 using System.Globalization;
-using Postgrey.Hosting;
+using Postgrey.Logging;
 
 namespace Postgrey.Configuration;
 
