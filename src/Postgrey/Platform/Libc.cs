@@ -106,6 +106,9 @@ internal static partial class Libc
     /// handlers are in place.</summary>
     public static void IgnoreHangUp() => _ = Signal(SignalHangUp, 1);
 
+    /// <summary>SIGHUP back to its default action (SIG_DFL), from an inherited SIG_IGN.</summary>
+    public static void DefaultHangUp() => _ = Signal(SignalHangUp, 0);
+
     /// <summary>The canonical path (every link resolved), or null with errno set.</summary>
     public static string? Resolve(string path)
     {

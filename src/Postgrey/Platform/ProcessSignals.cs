@@ -30,6 +30,13 @@ internal sealed class ProcessSignals : IDisposable
     {
         _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStop));
         _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStop));
+        if (OperatingSystem.IsLinux())
+        {
+            // An ignored SIGHUP (-d's foreground process ignores it for the daemon it starts,
+            // nohup does too) is inherited, and .NET leaves an ignored signal ignored: the
+            // handler below would never run. Default first, then at once the handler.
+            Libc.DefaultHangUp();
+        }
         if (!OperatingSystem.IsWindows())
         {
             _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnReload));

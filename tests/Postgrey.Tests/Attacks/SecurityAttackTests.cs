@@ -355,6 +355,39 @@ public sealed class SecurityAttackTests : IDisposable
         Assert.Equal(0, server.ExitCode);
     }
 
+    [Fact]
+    public async Task Daemon_StartedWithHangUpIgnoredForItsStart_StillReloadsOnHangUp()
+    {
+        Requires.Linux();
+        // -d's foreground process makes SIGHUP ignored for the daemon until its handlers are in
+        // place; ignored must not stay ignored, or kill -HUP would no longer reload it.
+        using var syslog = new DatagramListener(_dir.File("log"));
+        string pidFile = _dir.File("postgrey.pid");
+        int port = PolicyServerProcess.FreePort();
+        var (code, output) = await PostgreyProcess.RunAsync(Args(port, "-d", $"--pidfile={pidFile}", $"--syslog-socket={syslog.Path}"));
+        Assert.True(code == 0, output);
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy()));
+            using (var hup = System.Diagnostics.Process.Start("kill", ["-HUP", AttackFiles.Invariant(pid)]))
+            {
+                await hup.WaitForExitAsync(TestContext.Current.CancellationToken);
+            }
+            await syslog.WaitForAsync(m => m.EndsWith("HUP received: reloading whitelists...", StringComparison.Ordinal));
+            Assert.Equal(Greylisted, await AskAsync(port, Requests.Policy(sender: "second@example.net")));
+        }
+        finally
+        {
+            using var term = System.Diagnostics.Process.Start("kill", ["-TERM", AttackFiles.Invariant(pid)]);
+            await term.WaitForExitAsync(TestContext.Current.CancellationToken);
+            for (int i = 0; i < 300 && Directory.Exists($"/proc/{pid}"); i++)
+            {
+                await Task.Delay(50, TestContext.Current.CancellationToken);
+            }
+        }
+    }
+
     // Issue 12: a program directory only root can read.
 
     [Fact]
