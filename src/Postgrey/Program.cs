@@ -125,7 +125,7 @@ internal static class Program
         PolicyListeners? listeners = null;
         try
         {
-            if (account is not null)
+            if (account is { Uid: not 0 }) // --user=root: no one to guard root's files from
             {
                 RuntimeFiles.CheckRuntimeReadable(account);
                 // Checked and held by root until the database is open: the account owns it.

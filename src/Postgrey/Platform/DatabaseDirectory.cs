@@ -136,7 +136,8 @@ internal sealed class DatabaseDirectory : IDisposable
         }
     }
 
-    /// <summary>Gives the service's files and then the dbdir to the account, by descriptor.</summary>
+    /// <summary>Gives the service's files and then the dbdir (with its mode as it was) to the
+    /// account, by descriptor.</summary>
     public void GiveToAccount()
     {
         ObjectDisposedException.ThrowIf(_fd < 0, this);
@@ -164,7 +165,7 @@ internal sealed class DatabaseDirectory : IDisposable
                 _ = Libc.Close(file);
             }
         }
-        if (Libc.ChangeOwner(_fd, _account.Uid, _account.Gid) != 0)
+        if (Libc.ChangeOwner(_fd, _account.Uid, _account.Gid) != 0 || Libc.ChangeMode(_fd, _before.Permissions) != 0)
         {
             throw new IOException($"can't give {_path} to {_account.User}: {Libc.LastErrorMessage}");
         }
