@@ -17,11 +17,13 @@ internal static class RuntimeFiles
     public static void CheckRuntimeReadable(ServiceAccount account)
     {
         ArgumentNullException.ThrowIfNull(account);
-        if (string.IsNullOrEmpty(typeof(object).Assembly.Location))
+        // From the host's list, not Assembly.Location: that is an error in the Native AOT build.
+        string? coreLib = TrustedAssemblies().FirstOrDefault(p => Path.GetFileName(p) == "System.Private.CoreLib.dll");
+        if (coreLib is null)
         {
             return; // Native AOT: everything is in the executable, already mapped
         }
-        string runtime = Path.GetDirectoryName(typeof(object).Assembly.Location)!;
+        string runtime = Path.GetDirectoryName(coreLib)!;
         if (Unreadable(runtime, account) is { } blocked)
         {
             throw new IOException($"the .NET runtime in {runtime} is not readable by {account.User} ({blocked}); "
@@ -32,13 +34,9 @@ internal static class RuntimeFiles
     /// <summary>Loads every managed assembly of the program's directory that is not loaded yet.</summary>
     public static void LoadProgramAssemblies()
     {
-        if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is not string assemblies)
-        {
-            return; // Native AOT
-        }
         string own = AppContext.BaseDirectory;
         var loaded = AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name).ToHashSet(StringComparer.Ordinal);
-        foreach (string path in assemblies.Split(Path.PathSeparator))
+        foreach (string path in TrustedAssemblies())
         {
             if (!path.StartsWith(own, StringComparison.Ordinal) || loaded.Contains(Path.GetFileNameWithoutExtension(path)))
             {
@@ -54,6 +52,10 @@ internal static class RuntimeFiles
             }
         }
     }
+
+    /// <summary>Every assembly the host resolved at start (none in the Native AOT build).</summary>
+    private static string[] TrustedAssemblies() =>
+        AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is string list ? list.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries) : [];
 
     /// <summary>The first directory on the way to <paramref name="directory"/> (itself included)
     /// that the account may not enter, by the permission bits, or null.</summary>
