@@ -159,6 +159,22 @@ public sealed class SecurityAttackTests : IDisposable
         Assert.Equal("0:0", AttackFiles.Owner(Db)); // the link itself is root's
     }
 
+    [Fact]
+    public async Task LockFileIsALink_InAStartWithoutPrivilegesToDrop_IsRefusedNotFollowed()
+    {
+        // Not root, or root as root (--user=root, added by PostgreyProcess): the lock file is
+        // still opened without following a link, by itself.
+        Directory.CreateDirectory(Db);
+        string target = _dir.File("target");
+        File.CreateSymbolicLink(Path.Combine(Db, "postgrey.lock"), target);
+
+        var (code, output) = await PostgreyProcess.RunAsync(Args(PolicyServerProcess.FreePort()));
+
+        Assert.Equal(1, code);
+        Assert.Contains($"ERROR: the lock file {Db}/postgrey.lock is a symbolic link: refusing to follow it (remove it)", output.Split('\n'));
+        Assert.False(File.Exists(target), "nothing created through the link");
+    }
+
     // Item 2: the pid file.
 
     [Fact]
