@@ -19,6 +19,15 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        // First, before anything is loaded: a HUP or TERM sent while it starts is acted on.
+        using var signals = new ProcessSignals();
+        return Start(args, signals);
+    }
+
+    // Not inlined: Main must not make the JIT load System.CommandLine before the handlers exist.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static int Start(string[] args, ProcessSignals signals)
+    {
         if (args.Length > 0 && Tools.ToolCommand.Find(args[0]) is { } tool)
         {
             return Tools.ToolCommand.Run(tool, args[1..]); // postgrey import|export ...
@@ -44,11 +53,15 @@ internal static class Program
             }
             return 1;
         }
-        return Run(OptionsMapper.Map(commandLine, parsed), args);
+        return Run(OptionsMapper.Map(commandLine, parsed), args, signals);
     }
 
-    private static int Run(PostgreyOptions options, IReadOnlyList<string> args)
+    private static int Run(PostgreyOptions options, IReadOnlyList<string> args, ProcessSignals signals)
     {
+        if (signals.StopRequested)
+        {
+            return 0; // stopped before anything was opened
+        }
         if (OperatingSystem.IsLinux())
         {
             _ = Libc.SetUmask(Convert.ToUInt32("077", 8)); // postgrey's umask: nothing it creates is readable by others
@@ -65,7 +78,7 @@ internal static class Program
         using Serilog.Core.Logger serilog = Logging.PostgreyLogging.CreateLogger(options.Logging);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         var startup = loggerFactory.CreateLogger("postgrey");
-        using var signals = new ProcessSignals(() =>
+        signals.OnExitAtOnce(() =>
         {
             Log.StoppingAtOnce(startup);
             serilog.Dispose(); // writes out what is queued
@@ -104,46 +117,59 @@ internal static class Program
         var whitelistFiles = new WhitelistFiles(options.WhitelistClientFiles, options.WhitelistRecipientFiles, loggerFactory.CreateLogger<WhitelistFiles>());
         var whitelists = new WhitelistProvider(whitelistFiles.Load(requireAll: false)!);
 
-        SqliteGreylistStore store;
-        try
-        {
-            // The epoll transport hands each answer to its loop at once: let the writer do that.
-            store = SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
-        }
-        catch (StoreLockedException ex)
-        {
-            Console.Error.WriteLine($"ERROR: locked: {ex.LockPath}");
-            return 1;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
-        {
-            Console.Error.WriteLine($"ERROR: can't open database {options.Storage.DatabasePath}: {ex.Message}");
-            return 1;
-        }
-
+        DatabaseDirectory? dbdir = null;
+        SqliteGreylistStore? store = null;
         PolicyListeners? listeners = null;
         try
         {
-            if (account is not null)
+            if (account is { Uid: not 0 }) // --user=root: no one to guard root's files from
             {
-                Privileges.GiveDirectory(options.Storage.Directory, account);
+                RuntimeFiles.CheckRuntimeReadable(account);
+                // Checked and held by root until the database is open: the account owns it.
+                dbdir = DatabaseDirectory.Take(options.Storage.Directory, account, ServiceFiles);
             }
+            try
+            {
+                // The epoll transport hands each answer to its loop at once: let the writer do that.
+                store = SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
+            }
+            catch (StoreLockedException ex)
+            {
+                Console.Error.WriteLine($"ERROR: locked: {ex.LockPath}");
+                return 1;
+            }
+            catch (LockFileException ex)
+            {
+                Console.Error.WriteLine($"ERROR: {ex.Message}");
+                return 1;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
+            {
+                Console.Error.WriteLine($"ERROR: can't open database {options.Storage.DatabasePath}: {ex.Message}");
+                return 1;
+            }
+            dbdir?.GiveToAccount();
+            if (signals.StopRequested)
+            {
+                return 0;
+            }
+
             listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
-            if (pidFile is not null)
-            {
-                pidFile.Write();
-                if (account is not null)
-                {
-                    Privileges.Chown(pidFile.Path, account);
-                }
-            }
             if (account is not null)
             {
+                listeners.GiveSocketFiles(account.Uid, account.Gid); // as Net::Server: --socketmode 0660 shared with Postfix's group
+            }
+            pidFile?.Write(account);
+
+            // Built as root: building reads the configuration and loads most of what the host needs.
+            using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
+            if (account is not null)
+            {
+                RuntimeFiles.LoadProgramAssemblies();
                 Privileges.Drop(account);
                 Log.RunningAs(startup, account.ToString());
             }
 
-            using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
             var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
             SystemdNotifier.Register(lifetime);
             if (Daemon.IsDaemon)
@@ -171,10 +197,21 @@ internal static class Program
         finally
         {
             listeners?.Dispose();
-            store.Dispose(); // after every connection has been answered
+            store?.Dispose(); // after every connection has been answered
+            dbdir?.Dispose(); // the start failed before the database was open: the dbdir goes back as it was
             pidFile?.Dispose();
         }
     }
+
+    /// <summary>The files the service creates in --dbdir, and the only ones it gives to the account.</summary>
+    private static readonly string[] ServiceFiles =
+    [
+        SqliteStoreOptions.LockFileName,
+        SqliteStoreOptions.DatabaseFileName,
+        SqliteStoreOptions.DatabaseFileName + "-wal",
+        SqliteStoreOptions.DatabaseFileName + "-shm",
+        SqliteStoreOptions.DatabaseFileName + "-journal",
+    ];
 
     /// <summary>The sockets systemd passed (socket activation), or else --inet/--unix bound now.</summary>
     private static PolicyListeners OpenListeners(PostgreyOptions options, Microsoft.Extensions.Logging.ILogger logger)
