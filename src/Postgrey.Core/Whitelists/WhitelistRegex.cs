@@ -9,14 +9,14 @@ namespace Postgrey.Core.Whitelists;
 /// characters): <c>/^(a+)+$/</c> costs what <c>/^a+$/</c> costs. A pattern that engine cannot
 /// compile (backreferences, lookarounds, atomic groups) falls back to the backtracking engine
 /// with a short timeout, said with file and line; a match that times out counts as no match and
-/// is said once per entry.
+/// is said once per entry. The linear engine has no timeout: its cost is bounded by the input
+/// (at most 512 characters) and the pattern, and a wall-clock timeout only fails matches
+/// spuriously when the machine is busy (or on the first match, which compiled the engine's
+/// code: each regex is matched once when it is loaded, off the loop, for that).
 /// </summary>
 internal sealed class WhitelistRegex
 {
     private const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
-
-    /// <summary>A safety net only: linear matching of 512 characters takes microseconds.</summary>
-    public static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Per backtracking entry and request, the time the loop may lose to one entry.</summary>
     public static readonly TimeSpan FallbackMatchTimeout = TimeSpan.FromMilliseconds(10);
@@ -72,7 +72,7 @@ internal sealed class WhitelistRegex
         Regex regex;
         try
         {
-            regex = new Regex(body, Options | RegexOptions.NonBacktracking, MatchTimeout);
+            regex = new Regex(body, Options | RegexOptions.NonBacktracking);
         }
         catch (NotSupportedException ex)
         {
@@ -92,6 +92,14 @@ internal sealed class WhitelistRegex
         {
             problem = $"invalid regular expression: {ex.Message}";
             return true;
+        }
+        try
+        {
+            regex.IsMatch("warm-up.example");
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            // The first match of the process, compiling the engine; only its result was wanted.
         }
         regexes.Add(new WhitelistRegex(regex, context.Source, context.Line, context.OnRegexTimeout));
         return true;
