@@ -31,6 +31,12 @@ public sealed partial class GreylistEngine
     private readonly ILogger _decisions;
     private readonly InstanceMemory _instances;
 
+    // Store failures since the last success, said once with their cause, then once a minute.
+    private readonly object _failureGate = new();
+    private long _storeFailures;
+    private long _unreportedFailures;
+    private long _lastFailureReport;
+
     public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(store);
@@ -114,12 +120,64 @@ public sealed partial class GreylistEngine
         catch (Exception ex)
         {
             // Never hold mail hostage to a broken database: let Postfix go on without us.
-            Log.StoreFailed(_logger, ex);
+            OnStoreFailed(ex);
             return Dunno;
+        }
+        if (Volatile.Read(ref _storeFailures) != 0)
+        {
+            OnStoreWorks();
         }
 
         return Answer(request, address, now, outcome);
     }
+
+    /// <summary>
+    /// A full disk or a locked database fails every decision until it is fixed: one line with
+    /// the cause (and its stack trace, unless it is the store's time bound) when it starts, a
+    /// count once a minute while it lasts, one line when it ends; not thousands of stack traces.
+    /// </summary>
+    private void OnStoreFailed(Exception ex)
+    {
+        lock (_failureGate)
+        {
+            long now = _time.GetTimestamp();
+            if (_storeFailures++ == 0)
+            {
+                if (ex is TimeoutException)
+                {
+                    Log.StoreTimedOut(_logger, ex.Message);
+                }
+                else
+                {
+                    Log.StoreFailed(_logger, ex);
+                }
+                _lastFailureReport = now;
+                _unreportedFailures = 0;
+                return;
+            }
+            _unreportedFailures++;
+            if (_time.GetElapsedTime(_lastFailureReport, now) >= FailureReportInterval)
+            {
+                Log.StoreStillFailing(_logger, _unreportedFailures, ex.Message);
+                _lastFailureReport = now;
+                _unreportedFailures = 0;
+            }
+        }
+    }
+
+    private void OnStoreWorks()
+    {
+        lock (_failureGate)
+        {
+            if (_storeFailures > 0)
+            {
+                Log.StoreWorksAgain(_logger, _storeFailures);
+                _storeFailures = 0;
+            }
+        }
+    }
+
+    private static readonly TimeSpan FailureReportInterval = TimeSpan.FromMinutes(1);
 
     private string Answer(PolicyRequest request, IPAddress address, long now, DecisionOutcome outcome)
     {
@@ -262,5 +320,14 @@ public sealed partial class GreylistEngine
 
         [LoggerMessage(3007, LogLevel.Error, "database error, answering DUNNO so that mail is not held up", EventName = "StoreFailed")]
         public static partial void StoreFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(3020, LogLevel.Error, "database error, answering DUNNO so that mail is not held up: {Reason}", EventName = "StoreTimedOut")]
+        public static partial void StoreTimedOut(ILogger logger, string reason);
+
+        [LoggerMessage(3021, LogLevel.Error, "database still failing: {Count} more requests answered DUNNO (last error: {Reason})", EventName = "StoreStillFailing")]
+        public static partial void StoreStillFailing(ILogger logger, long count, string reason);
+
+        [LoggerMessage(3022, LogLevel.Warning, "database works again, after {Count} requests answered DUNNO", EventName = "StoreWorksAgain")]
+        public static partial void StoreWorksAgain(ILogger logger, long count);
     }
 }
