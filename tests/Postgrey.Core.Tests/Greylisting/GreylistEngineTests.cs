@@ -359,4 +359,31 @@ public class GreylistEngineTests
         }
         Assert.Equal(Greylisted, await h.AskAsync());
     }
+    [Fact]
+    public async Task Decide_DatabaseFailingForLong_SaysItOnceThenOnceAMinute_AndWhenItWorksAgain()
+    {
+        using var h = new EngineHarness(busyTimeout: TimeSpan.FromMilliseconds(200));
+        using (var admin = new SqliteConnection($"Data Source={h.DatabasePath};Pooling=False"))
+        {
+            admin.Open();
+            using var hold = admin.CreateCommand();
+            hold.CommandText = "BEGIN EXCLUSIVE";
+            hold.ExecuteNonQuery();
+            string[] answers = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => h.AskAsync(recipient: $"r{i}@example.org")));
+            Assert.All(answers, a => Assert.Equal("DUNNO", a));
+            h.Advance(61);
+            Assert.Equal("DUNNO", await h.AskAsync());
+            hold.CommandText = "ROLLBACK";
+            hold.ExecuteNonQuery();
+        }
+        Assert.Equal(Greylisted, await h.AskAsync());
+
+        var errors = h.Logs.Entries.Where(e => e.Category == typeof(GreylistEngine).FullName).ToList();
+        Assert.Equal(3, errors.Count);
+        Assert.Equal("database error, answering DUNNO so that mail is not held up", errors[0].Message);
+        Assert.IsType<SqliteException>(errors[0].Exception);
+        Assert.StartsWith("database still failing: 200 more requests answered DUNNO (last error: SQLite Error 5: 'database is locked'", errors[1].Message, StringComparison.Ordinal);
+        Assert.Null(errors[1].Exception);
+        Assert.Equal("database works again, after 201 requests answered DUNNO", errors[2].Message);
+    }
 }
