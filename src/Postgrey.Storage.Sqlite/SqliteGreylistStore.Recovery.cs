@@ -84,6 +84,11 @@ public sealed partial class SqliteGreylistStore
             long triplets = Schema.Scalar(_connection, "SELECT count(*) FROM triplets");
             _sql.Dispose();
             _connection.Dispose();
+            // SQLite leaves a moved database's WAL and shared-memory files where they are (it
+            // does not checkpoint into a file it sees moved): beside the copy, SQLite would
+            // take that WAL for the copy's and lay the old pages over it. Their content is in the copy.
+            File.Delete(path + "-wal");
+            File.Delete(path + "-shm");
             string? aside = null;
             if (File.Exists(path))
             {

@@ -410,7 +410,8 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// </summary>
     private void BeginBatch(List<WorkItem> batch)
     {
-        long giveUp = Environment.TickCount64 + (long)_options.BusyTimeout.TotalMilliseconds;
+        long started = Environment.TickCount64;
+        long giveUp = started + (long)_options.BusyTimeout.TotalMilliseconds;
         while (true)
         {
             try
@@ -418,11 +419,14 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 _sql.Begin();
                 return;
             }
-            catch (SqliteException ex) when (ex.SqliteErrorCode is raw.SQLITE_BUSY or raw.SQLITE_LOCKED
-                && !Volatile.Read(ref _closing)
-                && Environment.TickCount64 < giveUp
-                && batch.Exists(static i => !i.IsFinished))
+            catch (SqliteException ex) when (ex.SqliteErrorCode is raw.SQLITE_BUSY or raw.SQLITE_LOCKED)
             {
+                if (Volatile.Read(ref _closing) || Environment.TickCount64 >= giveUp || !batch.Exists(static i => !i.IsFinished))
+                {
+                    // Not a fault of ours to trace: said as a time-out, with what held it.
+                    throw new TimeoutException(
+                        $"the database is locked by another process (waited {(Environment.TickCount64 - started) / 1000.0:0.#} s): {ex.Message}", ex);
+                }
                 // SQLite waited BusyStepMilliseconds already; try again.
             }
         }
@@ -430,7 +434,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     /// <summary>Errors of the database as a whole rather than of one decision's data.</summary>
     private static bool IsDatabaseFailure(Exception ex) =>
-        ex is SqliteException { SqliteErrorCode: raw.SQLITE_BUSY or raw.SQLITE_LOCKED or raw.SQLITE_FULL or raw.SQLITE_IOERR
+        ex is TimeoutException or SqliteException { SqliteErrorCode: raw.SQLITE_BUSY or raw.SQLITE_LOCKED or raw.SQLITE_FULL or raw.SQLITE_IOERR
             or raw.SQLITE_READONLY or raw.SQLITE_NOMEM or raw.SQLITE_INTERRUPT or raw.SQLITE_CANTOPEN or raw.SQLITE_NOTADB
             or raw.SQLITE_PERM or raw.SQLITE_PROTOCOL or raw.SQLITE_MISUSE }
         or ObjectDisposedException;

@@ -36,6 +36,8 @@ public sealed partial class GreylistEngine
     private long _storeFailures;
     private long _unreportedFailures;
     private long _lastFailureReport;
+    private bool _traced;
+    private long _lastTrace;
 
     public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory)
     {
@@ -133,8 +135,9 @@ public sealed partial class GreylistEngine
 
     /// <summary>
     /// A full disk or a locked database fails every decision until it is fixed: one line with
-    /// the cause (and its stack trace, unless it is the store's time bound) when it starts, a
-    /// count once a minute while it lasts, one line when it ends; not thousands of stack traces.
+    /// the cause when it starts (with its stack trace at most once a minute, and never for the
+    /// store's time bound), a count once a minute while it lasts, one line when it ends; not
+    /// thousands of stack traces.
     /// </summary>
     private void OnStoreFailed(Exception ex)
     {
@@ -143,13 +146,15 @@ public sealed partial class GreylistEngine
             long now = _time.GetTimestamp();
             if (_storeFailures++ == 0)
             {
-                if (ex is TimeoutException)
+                if (ex is TimeoutException || (_traced && _time.GetElapsedTime(_lastTrace, now) < FailureReportInterval))
                 {
-                    Log.StoreTimedOut(_logger, ex.Message);
+                    Log.StoreFailedShort(_logger, ex.Message);
                 }
                 else
                 {
                     Log.StoreFailed(_logger, ex);
+                    _traced = true;
+                    _lastTrace = now;
                 }
                 _lastFailureReport = now;
                 _unreportedFailures = 0;
@@ -321,8 +326,8 @@ public sealed partial class GreylistEngine
         [LoggerMessage(3007, LogLevel.Error, "database error, answering DUNNO so that mail is not held up", EventName = "StoreFailed")]
         public static partial void StoreFailed(ILogger logger, Exception exception);
 
-        [LoggerMessage(3020, LogLevel.Error, "database error, answering DUNNO so that mail is not held up: {Reason}", EventName = "StoreTimedOut")]
-        public static partial void StoreTimedOut(ILogger logger, string reason);
+        [LoggerMessage(3020, LogLevel.Error, "database error, answering DUNNO so that mail is not held up: {Reason}", EventName = "StoreFailedShort")]
+        public static partial void StoreFailedShort(ILogger logger, string reason);
 
         [LoggerMessage(3021, LogLevel.Error, "database still failing: {Count} more requests answered DUNNO (last error: {Reason})", EventName = "StoreStillFailing")]
         public static partial void StoreStillFailing(ILogger logger, long count, string reason);
