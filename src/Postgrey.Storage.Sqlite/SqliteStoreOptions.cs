@@ -34,9 +34,10 @@ public sealed record SqliteStoreOptions
 
     /// <summary>
     /// The longest the integrity check (PRAGMA quick_check) at start may take; a larger
-    /// database is checked that long and then opened unchecked, with a warning.
+    /// database is checked that long and then opened unchecked, with a warning. Measured: 1.8-2 s
+    /// for 1,000,000 triplets (100 MB) on the project's 2-core machine; mail waits while we start.
     /// </summary>
-    public TimeSpan IntegrityCheckTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan IntegrityCheckTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// SQLite page cache of the writer connection, in KiB. Small on purpose: at every COMMIT

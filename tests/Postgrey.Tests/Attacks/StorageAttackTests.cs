@@ -225,7 +225,14 @@ public sealed class StorageAttackTests : IDisposable
         {
             Assert.All(await AskManyAsync(endPoint, "a", 3000, T0), a => Assert.Equal(Greylisted, a));
         }
-        Assert.False(File.Exists(DatabasePath + "-wal"), "the stop copied the WAL into the database");
+        using (var checkpoint = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            // Every page in the file itself, none left in a WAL that would hide the damage.
+            checkpoint.Open();
+            using var command = checkpoint.CreateCommand();
+            command.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
+            command.ExecuteNonQuery();
+        }
         long pages = new FileInfo(DatabasePath).Length / 1024;
         using (var file = new FileStream(DatabasePath, FileMode.Open, FileAccess.Write))
         {
@@ -247,6 +254,25 @@ public sealed class StorageAttackTests : IDisposable
             $"Restore it from a backup; or, to start afresh with an empty database (every triplet is then new), move it away with any -wal and -shm file beside it: mv {DatabasePath} {DatabasePath}.damaged",
             error,
             StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Maintenance_DatabaseLockedByAnotherProcess_SaysWhyWithoutAStackTrace()
+    {
+        var options = new Postgrey.Storage.Sqlite.SqliteStoreOptions { Directory = DbDir, BusyTimeout = TimeSpan.FromMilliseconds(300) };
+        using var store = Postgrey.Storage.Sqlite.SqliteGreylistStore.Open(options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var logs = new CapturingLoggerProvider();
+        using var loggerFactory = new Microsoft.Extensions.Logging.LoggerFactory([logs]);
+        using var service = new Postgrey.Hosting.MaintenanceService(
+            store, new Postgrey.Core.Greylisting.GreylistOptions(), TimeSpan.FromHours(1), TimeProvider.System,
+            Microsoft.Extensions.Logging.LoggerFactoryExtensions.CreateLogger<Postgrey.Hosting.MaintenanceService>(loggerFactory));
+        using (HoldWriteLock(options.DatabasePath))
+        {
+            await service.RunOnceAsync(TestContext.Current.CancellationToken);
+        }
+        var failed = Assert.Single(logs.Entries, e => e.Message.StartsWith("database cleaning failed", StringComparison.Ordinal));
+        Assert.StartsWith("database cleaning failed (the database is locked by another process (waited ", failed.Message, StringComparison.Ordinal);
+        Assert.Null(failed.Exception);
     }
 
     /// <summary>Writes to <paramref name="path"/> until the file system is full.</summary>
