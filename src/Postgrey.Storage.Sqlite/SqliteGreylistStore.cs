@@ -469,11 +469,10 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         }
         // Outside the lock: failing a decision runs what awaits it (with ContinueOnWriterThread,
         // on this thread), which may queue the next one.
-        var timeout = new TimeoutException(
-            $"the database did not answer within {_options.DecisionTimeout.TotalSeconds:0.#} s (locked by another process, or a slow disk?)");
+        string reason = $"the database did not answer within {_options.DecisionTimeout.TotalSeconds:0.#} s (locked by another process, or a slow disk?)";
         foreach (WorkItem item in overdue)
         {
-            item.Fail(timeout);
+            item.Fail(new TimeoutException(reason)); // one each: awaiting it writes its stack trace
         }
     }
 
