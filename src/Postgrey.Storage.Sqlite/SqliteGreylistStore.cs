@@ -1,6 +1,7 @@
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Postgrey.Core.Storage;
+using SQLitePCL;
 
 namespace Postgrey.Storage.Sqlite;
 
@@ -15,14 +16,22 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     private readonly SqliteStoreOptions _options;
     private readonly ILogger _logger;
     private readonly FileStream _lock;
-    private readonly SqliteConnection _connection;
-    private readonly Statements _sql;
     private readonly Thread _writer;
     private readonly Thread _checkpointer;
-    private readonly SqliteConnection _checkpointConnection;
+    private readonly Timer _watchdog;
     private readonly ManualResetEventSlim _stopCheckpoints = new();
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _queue = new();
+
+    // The batch the writer runs; filled and cleared under _gate, so the watchdog can read it.
+    private readonly List<WorkItem> _batch;
+
+    // The writer thread's alone; replaced when the files are written out again (Recovery.cs).
+    private SqliteConnection _connection;
+    private Statements _sql;
+
+    // The checkpointer thread's alone after the constructor.
+    private SqliteConnection _checkpointConnection;
     private bool _closing;
     private bool _disposed;
 
@@ -35,8 +44,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         // Opened and used here, not on its thread: SQLite opens the WAL files at the first
         // access, and by the time the thread ran the service may have dropped root and lost the
         // right to open anything in a dbdir below a private directory.
+        _files = OpenFiles.Find(options.DatabasePath);
         _checkpointConnection = OpenCheckpointConnection(options);
         _sql = new Statements(connection);
+        _batch = new List<WorkItem>(options.MaxBatchSize);
+        _watchdog = new Timer(static s => ((SqliteGreylistStore)s!).ExpireOverdue(), this, WatchdogPeriod, WatchdogPeriod);
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-db-writer" };
         _writer.Start();
         _checkpointer = new Thread(CheckpointLoop) { IsBackground = true, Name = "postgrey-db-checkpoint" };
@@ -87,9 +99,38 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         {
             bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
             CreatePrivateFile(options.DatabasePath);
-            SqliteConnectionStringBuilder writer = ConnectionString(options);
-            writer.DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds);
-            connection = new SqliteConnection(writer.ToString());
+            connection = OpenWriterConnection(options, isNew);
+            if (!isNew)
+            {
+                IntegrityCheck.Run(connection, options, logger);
+            }
+            Schema.Migrate(connection);
+            var store = new SqliteGreylistStore(options, logger, lockFile, connection);
+            Log.Opened(logger, options.DatabasePath, options.SyncEveryCommit ? "FULL" : "NORMAL");
+            return store;
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == raw.SQLITE_CORRUPT)
+        {
+            connection?.Dispose();
+            lockFile.Dispose();
+            throw new StoreDamagedException(options.DatabasePath, ex.Message, ex);
+        }
+        catch
+        {
+            connection?.Dispose();
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The writer's connection, with every setting of ours.</summary>
+    private static SqliteConnection OpenWriterConnection(SqliteStoreOptions options, bool isNew)
+    {
+        SqliteConnectionStringBuilder writer = ConnectionString(options);
+        writer.DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds);
+        var connection = new SqliteConnection(writer.ToString());
+        try
+        {
             connection.Open();
             if (isNew)
             {
@@ -99,21 +140,20 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 // (docs/performance.md). Must be set before the first table and before WAL.
                 Schema.Execute(connection, $"PRAGMA page_size = {Schema.PageSize}");
             }
-            Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)options.BusyTimeout.TotalMilliseconds}");
+            // Short: the writer waits for another process's lock in steps of its own (BeginBatch),
+            // so that it can give up as soon as nobody waits for the batch any more, or at a stop.
+            // (Statements run through ADO.NET, as here, are retried up to DefaultTimeout.)
+            Schema.Execute(connection, $"PRAGMA busy_timeout = {BusyStepMilliseconds}");
             Schema.Execute(connection, "PRAGMA journal_mode = WAL");
             Schema.Execute(connection, options.SyncEveryCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
             Schema.Execute(connection, "PRAGMA wal_autocheckpoint = 0");
             Schema.Execute(connection, $"PRAGMA journal_size_limit = {options.WalRestartBytes}");
             Schema.Execute(connection, $"PRAGMA cache_size = -{options.CacheKiB}");
-            Schema.Migrate(connection);
-            var store = new SqliteGreylistStore(options, logger, lockFile, connection);
-            Log.Opened(logger, options.DatabasePath, options.SyncEveryCommit ? "FULL" : "NORMAL");
-            return store;
+            return connection;
         }
         catch
         {
-            connection?.Dispose();
-            lockFile.Dispose();
+            connection.Dispose();
             throw;
         }
     }
@@ -129,22 +169,22 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// </summary>
     private void CheckpointLoop()
     {
-        using SqliteConnection connection = _checkpointConnection;
         long failures = 0;
         long lastReport = 0;
-        long pageSize = Schema.Scalar(connection, "PRAGMA page_size");
-        using var passive = connection.CreateCommand();
-        passive.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
-        using var restart = connection.CreateCommand();
-        restart.CommandText = "PRAGMA wal_checkpoint(RESTART)";
+        long pageSize = Schema.Scalar(_checkpointConnection, "PRAGMA page_size");
         while (!_stopCheckpoints.Wait(_options.CheckpointInterval))
         {
+            if (_files.Changed() is { } change)
+            {
+                WriteOutAgain(change);
+                continue;
+            }
             try
             {
-                long walFrames = WalFrames(passive);
+                long walFrames = WalFrames(_checkpointConnection, "PASSIVE");
                 if (walFrames * (pageSize + 24) > _options.WalRestartBytes)
                 {
-                    WalFrames(restart);
+                    WalFrames(_checkpointConnection, "RESTART");
                 }
                 if (failures > 0)
                 {
@@ -169,11 +209,14 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 }
             }
         }
+        _checkpointConnection.Dispose();
     }
 
     /// <summary>Runs a wal_checkpoint pragma; returns the frames in the WAL (its second column).</summary>
-    private static long WalFrames(SqliteCommand checkpoint)
+    private static long WalFrames(SqliteConnection connection, string mode)
     {
+        using SqliteCommand checkpoint = connection.CreateCommand();
+        checkpoint.CommandText = $"PRAGMA wal_checkpoint({mode})";
         using SqliteDataReader result = checkpoint.ExecuteReader();
         return result.Read() ? result.GetInt64(1) : 0;
     }
@@ -240,6 +283,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     private void Enqueue(WorkItem item)
     {
+        item.Deadline = item.Alone ? long.MaxValue : Environment.TickCount64 + (long)_options.DecisionTimeout.TotalMilliseconds;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_closing, this);
@@ -253,11 +297,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     private void WriterLoop()
     {
-        var batch = new List<WorkItem>(_options.MaxBatchSize);
         while (true)
         {
             lock (_gate)
             {
+                _batch.Clear();
                 while (_queue.Count == 0 && !_closing)
                 {
                     Monitor.Wait(_gate);
@@ -266,51 +310,153 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 {
                     return; // closing and drained
                 }
-                while (_queue.Count > 0 && batch.Count < _options.MaxBatchSize)
+                // Work that must run outside a transaction runs alone.
+                while (_queue.Count > 0 && _batch.Count < _options.MaxBatchSize && (_batch.Count == 0 || !_queue.Peek().Alone))
                 {
-                    batch.Add(_queue.Dequeue());
+                    _batch.Add(_queue.Dequeue());
+                    if (_batch[0].Alone)
+                    {
+                        break;
+                    }
                 }
             }
-            RunBatch(batch);
-            batch.Clear();
+            if (_batch[0].Alone)
+            {
+                _batch[0].Run(this);
+            }
+            else
+            {
+                RunBatch(_batch);
+            }
         }
     }
 
     /// <summary>
     /// One group commit: the whole batch in one transaction, every caller answered after COMMIT.
-    /// If anything fails, the batch is rolled back and each decision is run again in a
-    /// transaction of its own, so that one failing decision cannot fail the others. (Decisions
-    /// are pure functions of the stored state, so running one again is safe.)
+    /// When a decision itself fails, the batch is rolled back and run again without it, so
+    /// that one failing decision cannot fail the others (decisions are pure functions of the
+    /// stored state, so running one again is safe). When the database fails (locked by
+    /// another process past the wait, disk full, I/O error, COMMIT failing), every decision of
+    /// the batch fails at once: running each again alone would make each wait or fail again.
+    /// Decisions nobody waits for any more (past <see cref="SqliteStoreOptions.DecisionTimeout"/>)
+    /// are not run.
     /// </summary>
     private void RunBatch(List<WorkItem> batch)
     {
-        try
+        while (true)
         {
-            _sql.Begin();
-            foreach (WorkItem item in batch)
+            if (!batch.Exists(static i => !i.IsFinished))
             {
-                item.Run(_sql);
-            }
-            _sql.Commit();
-        }
-        catch (Exception ex)
-        {
-            TryRollback();
-            if (batch.Count == 1)
-            {
-                batch[0].Fail(ex);
                 return;
             }
+            WorkItem? running = null;
+            try
+            {
+                BeginBatch(batch);
+                foreach (WorkItem item in batch)
+                {
+                    if (!item.IsFinished)
+                    {
+                        running = item;
+                        item.Run(this);
+                    }
+                }
+                running = null;
+                _sql.Commit();
+            }
+            catch (Exception ex)
+            {
+                TryRollback();
+                if (running is null || IsDatabaseFailure(ex))
+                {
+                    foreach (WorkItem item in batch)
+                    {
+                        item.Fail(ex);
+                    }
+                    return;
+                }
+                running.Fail(ex);
+                continue; // the others again, still as one batch
+            }
+
             foreach (WorkItem item in batch)
             {
-                RunBatch([item]);
+                item.Complete();
             }
             return;
         }
+    }
 
-        foreach (WorkItem item in batch)
+    /// <summary>
+    /// BEGIN IMMEDIATE, waiting for a lock another process holds (the sqlite3 shell, a backup)
+    /// in short steps for as long as someone waits for the batch, at most
+    /// <see cref="SqliteStoreOptions.BusyTimeout"/>, and not at all once the store is closing.
+    /// </summary>
+    private void BeginBatch(List<WorkItem> batch)
+    {
+        long started = Environment.TickCount64;
+        long giveUp = started + (long)_options.BusyTimeout.TotalMilliseconds;
+        while (true)
         {
-            item.Complete();
+            try
+            {
+                _sql.Begin();
+                return;
+            }
+            catch (SqliteException ex) when (ex.SqliteErrorCode is raw.SQLITE_BUSY or raw.SQLITE_LOCKED)
+            {
+                if (Volatile.Read(ref _closing) || Environment.TickCount64 >= giveUp || !batch.Exists(static i => !i.IsFinished))
+                {
+                    // Not a fault of ours to trace: said as a time-out, with what held it.
+                    throw new TimeoutException(
+                        $"the database is locked by another process (waited {(Environment.TickCount64 - started) / 1000.0:0.#} s): {ex.Message}", ex);
+                }
+                // SQLite waited BusyStepMilliseconds already; try again.
+            }
+        }
+    }
+
+    /// <summary>Errors of the database as a whole rather than of one decision's data.</summary>
+    private static bool IsDatabaseFailure(Exception ex) =>
+        ex is TimeoutException or SqliteException { SqliteErrorCode: raw.SQLITE_BUSY or raw.SQLITE_LOCKED or raw.SQLITE_FULL or raw.SQLITE_IOERR
+            or raw.SQLITE_READONLY or raw.SQLITE_NOMEM or raw.SQLITE_INTERRUPT or raw.SQLITE_CANTOPEN or raw.SQLITE_NOTADB
+            or raw.SQLITE_PERM or raw.SQLITE_PROTOCOL or raw.SQLITE_MISUSE }
+        or ObjectDisposedException;
+
+    /// <summary>
+    /// Fails, with a <see cref="TimeoutException"/>, every decision waiting longer than
+    /// <see cref="SqliteStoreOptions.DecisionTimeout"/>, queued or in the running batch, so that
+    /// its caller answers at once whatever the writer is stuck in (another process's lock, a
+    /// slow disk). Queued ones are dropped unrun. Runs on a timer of its own.
+    /// </summary>
+    private void ExpireOverdue()
+    {
+        List<WorkItem>? overdue = null;
+        long now = Environment.TickCount64;
+        lock (_gate)
+        {
+            while (_queue.Count > 0 && _queue.Peek().Deadline <= now)
+            {
+                (overdue ??= []).Add(_queue.Dequeue());
+            }
+            foreach (WorkItem item in _batch)
+            {
+                if (item.Deadline <= now && !item.IsFinished)
+                {
+                    (overdue ??= []).Add(item);
+                }
+            }
+        }
+        if (overdue is null)
+        {
+            return;
+        }
+        // Outside the lock: failing a decision runs what awaits it (with ContinueOnWriterThread,
+        // on this thread), which may queue the next one.
+        string reason = $"the database did not answer within {_options.DecisionTimeout.TotalSeconds:0.#} s (locked by another process, or a slow disk?)";
+        foreach (WorkItem item in overdue)
+        {
+            item.Fail(new TimeoutException(reason)); // one each: awaiting it writes its stack trace
         }
     }
 
@@ -336,7 +482,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     }
 
     /// <summary>Finishes every queued decision, closes the database (checkpointing the WAL) and
-    /// releases postgrey.lock.</summary>
+    /// releases postgrey.lock. Bounded: a writer still busy after
+    /// <see cref="SqliteStoreOptions.DecisionTimeout"/> (stuck in the file system) is left to the
+    /// end of the process, so that a stop never waits for the database.</summary>
     public void Dispose()
     {
         if (Thread.CurrentThread == _writer)
@@ -354,9 +502,23 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             _closing = true;
             Monitor.PulseAll(_gate);
         }
-        _writer.Join();
         _stopCheckpoints.Set();
-        _checkpointer.Join();
+        TimeSpan grace = _options.DecisionTimeout + TimeSpan.FromSeconds(1);
+        bool finished = _writer.Join(grace) & _checkpointer.Join(grace);
+        _watchdog.Dispose();
+        ExpireOverdue();
+        if (!finished)
+        {
+            lock (_gate)
+            {
+                foreach (WorkItem item in _queue)
+                {
+                    item.Fail(new ObjectDisposedException(nameof(SqliteGreylistStore)));
+                }
+            }
+            Log.CloseAbandoned(_logger, _options.DatabasePath, grace.TotalSeconds);
+            return;
+        }
         _stopCheckpoints.Dispose();
         _sql.Dispose();
         _connection.Dispose();
@@ -366,7 +528,16 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     private abstract class WorkItem
     {
-        public abstract void Run(Statements sql);
+        /// <summary>Environment.TickCount64 past which nobody waits for it (set when queued).</summary>
+        public long Deadline { get; set; }
+
+        /// <summary>Runs outside any transaction, alone, never expires (<see cref="Recovery"/>).</summary>
+        public virtual bool Alone => false;
+
+        /// <summary>Answered or failed: not to be run (again).</summary>
+        public abstract bool IsFinished { get; }
+
+        public abstract void Run(SqliteGreylistStore store);
 
         public abstract void Complete();
 
@@ -381,7 +552,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
         public Task<TResult> Task => _done.Task;
 
-        public override void Run(Statements sql) => _result = decide(sql, state);
+        public override bool IsFinished => _done.Task.IsCompleted;
+
+        public override void Run(SqliteGreylistStore store) => _result = decide(store._sql, state);
 
         public override void Complete() => _done.TrySetResult(_result!);
 
@@ -396,7 +569,9 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
         public Task<(string? Next, long Scanned, long Deleted)> Task => _done.Task;
 
-        public override void Run(Statements sql) => _result = sql.CleanStep(policy, triplets, after, rows);
+        public override bool IsFinished => _done.Task.IsCompleted;
+
+        public override void Run(SqliteGreylistStore store) => _result = store._sql.CleanStep(policy, triplets, after, rows);
 
         public override void Complete() => _done.TrySetResult(_result);
 
@@ -422,5 +597,8 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
         [LoggerMessage(4003, LogLevel.Error, "rollback failed", EventName = "RollbackFailed")]
         public static partial void RollbackFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(4020, LogLevel.Warning, "database {Path} still busy {Seconds} s after the stop; leaving it to the end of the process (SQLite's WAL keeps every committed decision)", EventName = "CloseAbandoned")]
+        public static partial void CloseAbandoned(ILogger logger, string path, double seconds);
     }
 }

@@ -244,5 +244,122 @@ public sealed class SqliteGreylistStoreTests : IDisposable
         Assert.Equal(50, Scalar("SELECT count(*) FROM triplets"));
     }
 
+    private SqliteConnection HoldWriteLock()
+    {
+        // What an admin's sqlite3 session or a backup tool does: another process's write lock.
+        var admin = new SqliteConnection($"Data Source={Options().DatabasePath};Pooling=False");
+        admin.Open();
+        using var hold = admin.CreateCommand();
+        hold.CommandText = "BEGIN EXCLUSIVE";
+        hold.ExecuteNonQuery();
+        return admin;
+    }
+
+    private static Task<int> Save(SqliteGreylistStore store, string key) =>
+        Run(store, tx => { tx.SaveTriplet(key, new TripletRecord(1, 1)); return 1; }).AsTask();
+
+    [Fact]
+    public async Task ExecuteAsync_AnotherConnectionHoldsTheWriteLock_EveryDecisionTimesOutWithinTheBound_ThenWorks()
+    {
+        using var store = SqliteGreylistStore.Open(Options() with { DecisionTimeout = TimeSpan.FromSeconds(1) }, NullLogger.Instance);
+        using (HoldWriteLock())
+        {
+            // 300 decisions in several batches. Before: the first batch waited 5 s, then each
+            // of its decisions 5 s again alone, one after the other (25 minutes here).
+            Task<int>[] decisions = [.. Enumerable.Range(0, 300).Select(i => Save(store, "k" + i))];
+            Task all = Task.WhenAll(decisions);
+            await Task.WhenAny(all).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+            Assert.All(decisions, d => Assert.IsType<TimeoutException>(d.Exception?.InnerException));
+        }
+        Assert.Equal(1, await Save(store, "after"));
+        // Decisions nobody waited for any more were not run.
+        Assert.Equal(1, Scalar("SELECT count(*) FROM triplets"));
+    }
+
+    [Fact]
+    public async Task Dispose_WhileAnotherConnectionHoldsTheWriteLock_StopsWithoutWaitingForIt()
+    {
+        var store = SqliteGreylistStore.Open(Options() with { DecisionTimeout = TimeSpan.FromSeconds(30) }, NullLogger.Instance);
+        using var admin = HoldWriteLock();
+        Task<int>[] decisions = [.. Enumerable.Range(0, 2000).Select(i => Save(store, "k" + i))];
+
+        // Bounded by the test: before, the close drained every batch, each waiting 5 s per decision.
+        await Task.Run(store.Dispose, TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken);
+
+        Assert.All(decisions, d => Assert.True(d.IsFaulted));
+    }
+
+    [Fact]
+    public async Task Open_DamagedPageInTheMiddle_FailsSayingWhatToDo()
+    {
+        using (var store = Open())
+        {
+            await Task.WhenAll(Enumerable.Range(0, 5000).Select(i => Save(store, $"192.0.2.0/sender{i}@example.net/rcpt{i}@example.org")));
+        }
+        string path = Options().DatabasePath;
+        long pages = new FileInfo(path).Length / 1024;
+        using (var file = new FileStream(path, FileMode.Open, FileAccess.Write))
+        {
+            file.Position = pages / 2 * 1024;
+            file.Write(Enumerable.Repeat((byte)0xA5, 1024).ToArray());
+        }
+
+        var ex = Assert.Throws<StoreDamagedException>(() => Open());
+
+        Assert.Contains("it is damaged (", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"Restore it from a backup; or, to start afresh with an empty database (every triplet is then new), move it away with any -wal and -shm file beside it: mv {path} {path}.damaged", ex.Message, StringComparison.Ordinal);
+        using var _ = new FileStream(Options().LockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None); // the lock was released
+    }
+
+    private static async Task WaitForAsync(CapturingLoggerProvider logs, string text)
+    {
+        for (int i = 0; i < 300 && !logs.Messages().Any(m => m.Contains(text, StringComparison.Ordinal)); i++)
+        {
+            await Task.Delay(100);
+        }
+        Assert.Contains(logs.Messages(), m => m.Contains(text, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("deleted")]
+    [InlineData("replaced")]
+    [InlineData("wal")]
+    public async Task FilesRemovedWhileOpen_AreWrittenOutAgain_NothingIsLost(string how)
+    {
+        var logs = new CapturingLoggerProvider();
+        string path = Options().DatabasePath;
+        var store = SqliteGreylistStore.Open(Options() with { CheckpointInterval = TimeSpan.FromMilliseconds(50) }, logs.CreateLogger("store"));
+        try
+        {
+            await Task.WhenAll(Enumerable.Range(0, 100).Select(i => Save(store, "before" + i)));
+            switch (how)
+            {
+                case "deleted":
+                    File.Delete(path);
+                    await WaitForAsync(logs, "the database file was deleted or moved away while in use");
+                    await WaitForAsync(logs, $"database {path} written out again from the open connection (100 triplets): nothing is lost");
+                    break;
+                case "replaced":
+                    File.WriteAllText(_dir.File("other"), "another file");
+                    File.Move(_dir.File("other"), path, overwrite: true);
+                    await WaitForAsync(logs, "the database file was replaced by another file while in use");
+                    await WaitForAsync(logs, "the file found in its place is kept as " + path + ".replaced-");
+                    Assert.Equal("another file", File.ReadAllText(Directory.GetFiles(_dir.Path, "postgrey.sqlite3.replaced-*").Single()));
+                    break;
+                default:
+                    File.Delete(path + "-wal");
+                    await WaitForAsync(logs, "its WAL file (the latest decisions) was deleted while in use");
+                    await WaitForAsync(logs, "the deleted WAL was copied into the database and a new WAL started");
+                    break;
+            }
+            await Task.WhenAll(Enumerable.Range(0, 100).Select(i => Save(store, "after" + i)));
+        }
+        finally
+        {
+            store.Dispose();
+        }
+        Assert.Equal(200, Scalar("SELECT count(*) FROM triplets"));
+    }
+
     public void Dispose() => _dir.Dispose();
 }

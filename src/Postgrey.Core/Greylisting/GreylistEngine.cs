@@ -30,6 +30,14 @@ public sealed partial class GreylistEngine
     private readonly ILogger _decisions;
     private readonly InstanceMemory _instances;
 
+    // Store failures since the last success, said once with their cause, then once a minute.
+    private readonly object _failureGate = new();
+    private long _storeFailures;
+    private long _unreportedFailures;
+    private long _lastFailureReport;
+    private bool _traced;
+    private long _lastTrace;
+
     public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(store);
@@ -113,12 +121,67 @@ public sealed partial class GreylistEngine
         catch (Exception ex)
         {
             // Never hold mail hostage to a broken database: let Postfix go on without us.
-            Log.StoreFailed(_logger, ex);
+            OnStoreFailed(ex);
             return Dunno;
+        }
+        if (Volatile.Read(ref _storeFailures) != 0)
+        {
+            OnStoreWorks();
         }
 
         return Answer(request, address, now, outcome);
     }
+
+    /// <summary>
+    /// A full disk or a locked database fails every decision until it is fixed: one line with
+    /// the cause when it starts (with its stack trace at most once a minute, and never for the
+    /// store's time bound), a count once a minute while it lasts, one line when it ends; not
+    /// thousands of stack traces.
+    /// </summary>
+    private void OnStoreFailed(Exception ex)
+    {
+        lock (_failureGate)
+        {
+            long now = _time.GetTimestamp();
+            if (_storeFailures++ == 0)
+            {
+                if (ex is TimeoutException || (_traced && _time.GetElapsedTime(_lastTrace, now) < FailureReportInterval))
+                {
+                    Log.StoreFailedShort(_logger, ex.Message);
+                }
+                else
+                {
+                    Log.StoreFailed(_logger, ex);
+                    _traced = true;
+                    _lastTrace = now;
+                }
+                _lastFailureReport = now;
+                _unreportedFailures = 0;
+                return;
+            }
+            _unreportedFailures++;
+            if (_time.GetElapsedTime(_lastFailureReport, now) >= FailureReportInterval)
+            {
+                Log.StoreStillFailing(_logger, _unreportedFailures, ex.Message);
+                _lastFailureReport = now;
+                _unreportedFailures = 0;
+            }
+        }
+    }
+
+    private void OnStoreWorks()
+    {
+        lock (_failureGate)
+        {
+            if (_storeFailures > 0)
+            {
+                Log.StoreWorksAgain(_logger, _storeFailures);
+                _storeFailures = 0;
+            }
+        }
+    }
+
+    private static readonly TimeSpan FailureReportInterval = TimeSpan.FromMinutes(1);
 
     private string Answer(PolicyRequest request, IPAddress address, long now, DecisionOutcome outcome)
     {
@@ -237,5 +300,14 @@ public sealed partial class GreylistEngine
 
         [LoggerMessage(3007, LogLevel.Error, "database error, answering DUNNO so that mail is not held up", EventName = "StoreFailed")]
         public static partial void StoreFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(3020, LogLevel.Error, "database error, answering DUNNO so that mail is not held up: {Reason}", EventName = "StoreFailedShort")]
+        public static partial void StoreFailedShort(ILogger logger, string reason);
+
+        [LoggerMessage(3021, LogLevel.Error, "database still failing: {Count} more requests answered DUNNO (last error: {Reason})", EventName = "StoreStillFailing")]
+        public static partial void StoreStillFailing(ILogger logger, long count, string reason);
+
+        [LoggerMessage(3022, LogLevel.Warning, "database works again, after {Count} requests answered DUNNO", EventName = "StoreWorksAgain")]
+        public static partial void StoreWorksAgain(ILogger logger, long count);
     }
 }

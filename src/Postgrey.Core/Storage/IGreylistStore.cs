@@ -13,6 +13,11 @@ public interface IGreylistStore
     /// Runs <paramref name="decide"/> in a transaction of its own (or inside a group commit with
     /// others, each isolated from the others' failures) and returns its result once committed.
     /// Decisions are linearizable: two calls never see the same state and both write.
+    /// The returned task completes within a bound of the store's own (a few seconds, well inside
+    /// Postfix's policy time-out), failing with <see cref="TimeoutException"/> past it, whatever
+    /// the database is stuck in (another process's lock, a hung disk or server): the engine then
+    /// answers DUNNO. A store whose commit completes later (a database server) keeps that bound
+    /// with <paramref name="cancellationToken"/> or a time-out of its own.
     /// </summary>
     ValueTask<TResult> ExecuteAsync<TState, TResult>(
         TState state,

@@ -65,6 +65,11 @@ internal sealed partial class MaintenanceService(
         {
             throw;
         }
+        catch (TimeoutException ex)
+        {
+            // The database was locked elsewhere or too slow: no fault of ours to trace.
+            Log.TimedOut(logger, ex.Message);
+        }
         catch (Exception ex)
         {
             Log.Failed(logger, ex);
@@ -84,5 +89,8 @@ internal sealed partial class MaintenanceService(
 
         [LoggerMessage(5304, LogLevel.Error, "database cleaning failed; will try again at the next interval", EventName = "MaintenanceFailed")]
         public static partial void Failed(ILogger logger, Exception exception);
+
+        [LoggerMessage(5305, LogLevel.Error, "database cleaning failed ({Reason}); will try again at the next interval", EventName = "MaintenanceTimedOut")]
+        public static partial void TimedOut(ILogger logger, string reason);
     }
 }
