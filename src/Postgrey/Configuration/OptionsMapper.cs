@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using Postgrey.Core.Greylisting;
 using Postgrey.Server;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Configuration;
@@ -90,6 +91,8 @@ internal static class OptionsMapper
                 break;
         }
 
+        PostgreSqlStoreOptions? postgreSql = SharedStore(flags, problems);
+
         if (flags.GreylistAction is "")
         {
             problems.Add("--greylist-action must not be empty");
@@ -148,6 +151,7 @@ internal static class OptionsMapper
                 Directory = Path.GetFullPath(flags.DbDir ?? DefaultDbDir),
                 SyncEveryCommit = syncFull,
             },
+            PostgreSql = postgreSql,
             Logging = new LoggingOptions
             {
                 Verbosity = flags.Quiet ? Verbosity.Quiet : flags.Verbose ? Verbosity.Verbose : Verbosity.Normal,
@@ -167,6 +171,57 @@ internal static class OptionsMapper
             MaintenanceInterval = TimeSpan.FromSeconds(maintenance),
             CompatibilityWarnings = warnings,
         };
+    }
+
+    /// <summary>--db, --db-password-file, --db-timeout. The password file is read now, while
+    /// still root: it may be readable by root alone.</summary>
+    private static PostgreSqlStoreOptions? SharedStore(PostgreyFlags flags, List<string> problems)
+    {
+        long timeoutMs = flags.DbTimeout is null ? 3000 : (long)(ParseSeconds(flags.DbTimeout, "--db-timeout", problems) * 1000);
+        if (flags.Db is null)
+        {
+            if (flags.DbPasswordFile is not null || flags.DbTimeout is not null)
+            {
+                problems.Add("--db-password-file and --db-timeout need --db=postgresql://...");
+            }
+            return null;
+        }
+        Npgsql.NpgsqlConnectionStringBuilder? builder = PostgreSqlConnectionString.Parse(flags.Db, out string error);
+        if (builder is null)
+        {
+            problems.Add($"--db: {error}");
+            return null;
+        }
+        if (flags.DbPasswordFile is { } passwordFile)
+        {
+            try
+            {
+                // The first line, as a password file for psql's \password or docker secrets holds it.
+                builder.Password = File.ReadLines(passwordFile).FirstOrDefault() ?? "";
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                problems.Add($"--db-password-file={passwordFile}: {ex.Message}");
+                return null;
+            }
+        }
+        return new PostgreSqlStoreOptions
+        {
+            ConnectionString = builder.ConnectionString,
+            Description = PostgreSqlConnectionString.Describe(builder),
+            Timeout = TimeSpan.FromMilliseconds(timeoutMs),
+        };
+    }
+
+    /// <summary>Seconds, fractions allowed (0.5), between 0.1 and 600.</summary>
+    private static double ParseSeconds(string text, string flag, List<string> problems)
+    {
+        if (double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double seconds) && seconds is >= 0.1 and <= 600)
+        {
+            return seconds;
+        }
+        problems.Add($"{flag}={text}: a number of seconds between 0.1 and 600 is expected");
+        return 3;
     }
 
     private static long Integer(string? text, string flag, long fallback, long min, long max, List<string> problems)

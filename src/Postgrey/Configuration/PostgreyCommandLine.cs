@@ -60,6 +60,9 @@ internal sealed class PostgreyCommandLine
         MaintenanceInterval = Value("--maintenance-interval", "SECONDS", "seconds between database cleanings (default: 3600)");
         Syslog = Switch("--syslog", "log to syslog (as -d does) while in the foreground");
         SyslogSocket = Value("--syslog-socket", "PATH", "the syslog socket (default: /dev/log)");
+        Db = Value("--db", "URI", "shared PostgreSQL store, postgresql://USER@HOST:PORT/DBNAME (default: SQLite in --dbdir)");
+        DbPasswordFile = Value("--db-password-file", "PATH", "file holding the PostgreSQL password (else PGPASSWORD, PGPASSFILE or ~/.pgpass)");
+        DbTimeout = Value("--db-timeout", "SECONDS", "longest wait for PostgreSQL before answering DUNNO (default: 3)");
         DbSync = Value("--db-sync", "normal|full", "normal: a killed process loses nothing (default); full: fsync every commit, survives power loss");
     }
 
@@ -98,6 +101,9 @@ internal sealed class PostgreyCommandLine
     public Option<string?> MaxConnections { get; }
     public Option<string?> MaintenanceInterval { get; }
     public Option<string?> DbSync { get; }
+    public Option<string?> Db { get; }
+    public Option<string?> DbPasswordFile { get; }
+    public Option<string?> DbTimeout { get; }
     public Option<bool> Syslog { get; }
     public Option<string?> SyslogSocket { get; }
 
@@ -176,6 +182,9 @@ internal sealed class PostgreyCommandLine
             MaxConnections = r.GetValue(MaxConnections),
             MaintenanceInterval = r.GetValue(MaintenanceInterval),
             DbSync = r.GetValue(DbSync),
+            Db = r.GetValue(Db),
+            DbPasswordFile = r.GetValue(DbPasswordFile),
+            DbTimeout = r.GetValue(DbTimeout),
             Syslog = r.GetValue(Syslog),
             SyslogSocket = r.GetValue(SyslogSocket),
         };

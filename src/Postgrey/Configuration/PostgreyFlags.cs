@@ -38,6 +38,9 @@ internal sealed record PostgreyFlags
     public string? MaxConnections { get; init; }
     public string? MaintenanceInterval { get; init; }
     public string? DbSync { get; init; }
+    public string? Db { get; init; }
+    public string? DbPasswordFile { get; init; }
+    public string? DbTimeout { get; init; }
     public bool Syslog { get; init; }
     public string? SyslogSocket { get; init; }
 }
