@@ -129,7 +129,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         {
             GoDown(ex);
         }
-        catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ArgumentException)
+        catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ArgumentException or IOException or UnauthorizedAccessException)
         {
             throw new PostgreSqlStoreException($"can't use database {_options.Description}: {Explain(ex)}", ex);
         }
@@ -184,6 +184,11 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     /// <summary>True for "the server is not there": refused, reset, timed out, shutting down.</summary>
     private static bool IsUnavailable(Exception ex)
     {
+        if (ex is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException
+            || ex.InnerException is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException)
+        {
+            return false; // a passfile or certificate named but missing: the admin's to fix
+        }
         if (ex is PostgresException pg)
         {
             return UnavailableStates.Contains(pg.SqlState);

@@ -165,8 +165,16 @@ public sealed class FaultTests(PostgresCluster cluster) : IClassFixture<Postgres
     public async Task Open_NoPasswordAnywhere_ThrowsNamingTheProblem()
     {
         string db = await cluster.CreateDatabaseAsync();
-        var ex = Assert.Throws<PostgreSqlStoreException>(() => OpenTcp(db, password: null, passfile: "/nonexistent"));
+        var ex = Assert.Throws<PostgreSqlStoreException>(() => OpenTcp(db, password: null));
         Assert.Contains("password", ex.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task Open_PasswordFileMissing_ThrowsNamingIt()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var ex = Assert.Throws<PostgreSqlStoreException>(() => OpenTcp(db, password: null, passfile: "/nonexistent/pgpass"));
+        Assert.Contains("/nonexistent/pgpass", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
