@@ -29,6 +29,10 @@ public sealed class PostgresCluster : IAsyncDisposable
 
     public int Port { get; private set; }
 
+    /// <summary>true: fsync and synchronous commit on, as a production server (for the benchmark);
+    /// false (tests): off, since no test crashes the machine.</summary>
+    public bool Durable { get; init; }
+
     /// <summary>Directory of the server's Unix socket.</summary>
     public string SocketDirectory => Path.Combine(_root!, "sock");
 
@@ -110,17 +114,16 @@ public sealed class PostgresCluster : IAsyncDisposable
             "-D", DataDirectory, "-U", "postgres", "--pwfile", pwfile,
             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
         ]);
-        // Tests need speed, not durability (no test crashes the machine); fsync stays on for
-        // the benchmark, which sets its own cluster up.
+        string durability = Durable ? "on" : "off";
         await File.AppendAllTextAsync(Path.Combine(DataDirectory, "postgresql.conf"),
             $"""
 
             port = {Port}
             listen_addresses = '127.0.0.1'
             unix_socket_directories = '{SocketDirectory}'
-            fsync = off
-            synchronous_commit = off
-            full_page_writes = off
+            fsync = {durability}
+            synchronous_commit = {durability}
+            full_page_writes = {durability}
             max_connections = 100
             shared_buffers = 32MB
             """);
