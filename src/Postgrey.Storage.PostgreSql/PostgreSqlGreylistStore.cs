@@ -382,7 +382,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
                 }
                 return;
             }
-            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or TimeoutException or IOException or SocketException)
+#pragma warning disable CA1031 // anything escaping here would end the writer thread, and the process with it
+            catch (Exception ex)
+#pragma warning restore CA1031
             {
                 if (_connection is not { State: System.Data.ConnectionState.Open } || IsUnavailable(ex))
                 {
