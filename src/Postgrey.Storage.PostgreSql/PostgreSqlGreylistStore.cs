@@ -40,7 +40,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     private readonly PostgreSqlStoreOptions _options;
     private readonly ILogger _logger;
     private readonly FileStream? _lock;
-    private readonly string _connectionString;
+    private readonly NpgsqlDataSource _dataSource;
     private readonly Thread _writer;
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _queue = new();
@@ -66,7 +66,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         _options = options;
         _logger = logger;
         _lock = lockFile;
-        _connectionString = connectionString;
+        // The slim builder: no reflection-based type mapping, so the Native AOT build stays free
+        // of trim warnings. Arrays for = ANY and unnest; TLS for sslmode=require and up.
+        _dataSource = new NpgsqlSlimDataSourceBuilder(connectionString).EnableArrays().EnableTransportSecurity().Build();
         _backoff = options.ReconnectMin;
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-pg-writer" };
     }
@@ -112,6 +114,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         }
         catch
         {
+            store._dataSource.Dispose();
             lockFile?.Dispose();
             throw;
         }
@@ -138,7 +141,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     /// <summary>Opens the writer's connection and, the first time, brings the schema up to date.</summary>
     private void Connect()
     {
-        var connection = new NpgsqlConnection(_connectionString);
+        NpgsqlConnection connection = _dataSource.CreateConnection();
         try
         {
             connection.Open();
@@ -499,8 +502,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     public async ValueTask<MaintenanceReport> CleanAsync(MaintenancePolicy policy, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(policy);
-        await using var connection = new NpgsqlConnection(_connectionString);
-        await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (var take = new NpgsqlCommand($"SELECT pg_try_advisory_lock({Schema.LockClass}, {Schema.MaintenanceLock})", connection))
         {
             if (!(bool)(await take.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
@@ -592,6 +594,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             _writer.Join();
         }
         _connection?.Dispose();
+        _dataSource.Dispose();
         _lock?.Dispose();
         Log.Closed(_logger, _options.Description);
     }
