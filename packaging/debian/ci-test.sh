@@ -20,8 +20,18 @@ fi
 getent passwd postgrey >/dev/null && userdel postgrey
 getent group postgrey >/dev/null && groupdel postgrey
 
+# What Debian's postgrey leaves behind: postinst must import it (and leave it in place).
+command -v db_load >/dev/null || apt-get install -y -qq db-util >/dev/null
+install -d -m 0700 /var/lib/postgrey
+printf 'VERSION=3\nformat=print\ntype=btree\nHEADER=END\n 192.0.2.0/a@example.net/imported@example.org\n 1700000000,1700000400\nDATA=END\n' \
+    | db_load /var/lib/postgrey/postgrey.db
+
 step "dpkg -i $(basename "$deb")"
-dpkg -i "$deb"
+dpkglog=$(mktemp)
+dpkg -i "$deb" | tee "$dpkglog"
+grep -qx 'postgrey: import from postgrey.db: imported 1 triplets, 0 clients; skipped 0; rejected 0' "$dpkglog" || fail "postinst did not import postgrey.db"
+[ -f /var/lib/postgrey/postgrey.db ] || fail "postinst removed postgrey.db"
+/usr/sbin/postgrey export --dbdir=/var/lib/postgrey | grep -qx ' 192.0.2.0/a@example.net/imported@example.org' || fail "imported triplet not in the database"
 getent passwd postgrey >/dev/null || fail "no postgrey user"
 [ "$(stat -c '%U:%G %a' /var/lib/postgrey)" = "postgrey:postgrey 700" ] || fail "/var/lib/postgrey: $(stat -c '%U:%G %a' /var/lib/postgrey)"
 /usr/sbin/postgrey --version | grep -q '^postgrey 1.37 (Postgrey for .NET ' || fail "--version"

@@ -25,7 +25,7 @@ public sealed partial class PolicyConnectionHandler
         ArgumentNullException.ThrowIfNull(limits);
         ArgumentNullException.ThrowIfNull(logger);
         _engine = engine;
-        _limits = limits;
+        _limits = WithTestIdleTimeout(limits);
         _exim = exim;
         _logger = logger;
     }
@@ -42,11 +42,13 @@ public sealed partial class PolicyConnectionHandler
         var parser = new PolicyRequestParser(_limits);
         var request = new PolicyRequest();
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        // Armed when the wait for a request begins, not at each read: a trickle of bytes that
+        // makes no request does not keep the connection open.
+        idle.CancelAfter(_limits.IdleTimeout);
         try
         {
             while (true)
             {
-                idle.CancelAfter(_limits.IdleTimeout);
                 ReadResult result;
                 try
                 {
@@ -93,6 +95,7 @@ public sealed partial class PolicyConnectionHandler
                     {
                         return; // the client stopped reading
                     }
+                    idle.CancelAfter(_limits.IdleTimeout);
                 }
                 if (close || stopping.IsCancellationRequested)
                 {
@@ -151,6 +154,16 @@ public sealed partial class PolicyConnectionHandler
                 throw new ArgumentOutOfRangeException(nameof(status), status, null);
         }
     }
+
+    /// <summary>
+    /// The environment variable POSTGREY_TEST_IDLE_TIMEOUT_MS, for tests only: replaces the idle
+    /// timeout (600 s, no flag) so that a test of the service as a process can see it act. Not a
+    /// setting for production: it is unsupported and may go.
+    /// </summary>
+    private static PolicyLimits WithTestIdleTimeout(PolicyLimits limits) =>
+        int.TryParse(Environment.GetEnvironmentVariable("POSTGREY_TEST_IDLE_TIMEOUT_MS"), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int ms) && ms > 0
+            ? limits with { IdleTimeout = TimeSpan.FromMilliseconds(ms) }
+            : limits;
 
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 
 namespace Postgrey.Server;
@@ -75,8 +76,7 @@ public sealed partial class PolicyListeners : IDisposable
             {
                 socket.DualMode = true;
             }
-            // Restarting right after a stop must not fail on connections still in TIME_WAIT.
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            AllowTimeWait(socket);
             socket.Bind(endpoint.EndPoint);
             Listen(socket, backlog);
         }
@@ -95,6 +95,24 @@ public sealed partial class PolicyListeners : IDisposable
         Log.Listening(_logger, socket.LocalEndPoint!.ToString()!);
     }
 
+    /// <summary>
+    /// Restarting right after a stop must not fail on connections still in TIME_WAIT: that is
+    /// SO_REUSEADDR. .NET's ReuseAddress also sets SO_REUSEPORT on Linux, with which a second
+    /// instance (on another dbdir) binds the same port and the kernel splits the clients
+    /// between two greylists; so on Linux SO_REUSEADDR alone is set, and a port in use is an
+    /// error as with postgrey. Elsewhere nothing is set (on Windows SO_REUSEADDR would even
+    /// let another process take the port over).
+    /// </summary>
+    private static void AllowTimeWait(Socket socket)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            const int SolSocket = 1;
+            const int SoReuseAddress = 2;
+            socket.SetRawSocketOption(SolSocket, SoReuseAddress, BitConverter.GetBytes(1));
+        }
+    }
+
     private void BindUnix(string path, ServerOptions options)
     {
         RemoveStaleSocket(path);
@@ -103,7 +121,11 @@ public sealed partial class PolicyListeners : IDisposable
         {
             socket.Bind(new UnixDomainSocketEndPoint(path));
             _socketFiles.Add(path);
-            if (!OperatingSystem.IsWindows())
+            if (OperatingSystem.IsLinux())
+            {
+                SocketFile.Change(path, (uint)options.SocketMode, owner: null);
+            }
+            else if (!OperatingSystem.IsWindows())
             {
                 File.SetUnixFileMode(path, options.SocketMode);
             }
@@ -118,11 +140,40 @@ public sealed partial class PolicyListeners : IDisposable
         Log.Listening(_logger, "unix:" + path);
     }
 
-    /// <summary>A socket file left by a dead process is removed; one that still answers belongs to a
-    /// running server and is an error, not something to steal.</summary>
+    /// <summary>
+    /// Started as root with --user/--group, Net::Server gives the socket files to that user and
+    /// group, so that a --socketmode=0660 socket is shared with Postfix's group: the same here.
+    /// </summary>
+    public void GiveSocketFiles(uint uid, uint gid)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+        foreach (string path in _socketFiles)
+        {
+            SocketFile.Change(path, mode: null, owner: (uid, gid));
+        }
+    }
+
+    /// <summary>A socket file left by a dead process (nobody accepts on it) is removed. One that
+    /// still answers belongs to a running server and is an error, not something to steal; and
+    /// anything else at the path (a file, a link, a directory) is an error too: --unix names a
+    /// socket, and a typo must not delete a file.</summary>
     private static void RemoveStaleSocket(string path)
     {
-        if (!File.Exists(path))
+        if (OperatingSystem.IsLinux())
+        {
+            if (SocketFile.Kind(path) is not { } kind)
+            {
+                return; // nothing there
+            }
+            if (kind != SocketFile.SocketKind)
+            {
+                throw new IOException($"--unix={path}: {path} exists and is {kind}, not a socket: refusing to replace it");
+            }
+        }
+        else if (!File.Exists(path))
         {
             return;
         }
@@ -133,9 +184,13 @@ public sealed partial class PolicyListeners : IDisposable
                 probe.Connect(new UnixDomainSocketEndPoint(path));
                 throw new IOException($"unix socket {path} is in use by another process");
             }
-            catch (SocketException)
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionRefused || !OperatingSystem.IsLinux())
             {
                 // nobody listens: stale
+            }
+            catch (SocketException ex)
+            {
+                throw new IOException($"--unix={path}: can't tell whether the socket is in use ({ex.Message}): refusing to replace it", ex);
             }
         }
         File.Delete(path);
@@ -181,6 +236,94 @@ public sealed partial class PolicyListeners : IDisposable
             }
         }
         _socketFiles.Clear();
+    }
+
+    /// <summary>The socket file, looked at and changed without following a link: its
+    /// directory may be writable by others (Postfix's private/), and root must not chmod or
+    /// chown whatever a link put there points to.</summary>
+    private static partial class SocketFile
+    {
+        public const string SocketKind = "a socket";
+
+        private const int CurrentDirectory = -100; // AT_FDCWD
+        private const int SymlinkNoFollow = 0x100; // AT_SYMLINK_NOFOLLOW
+        private const int EmptyPath = 0x1000; // AT_EMPTY_PATH
+        private const int OpenPath = 0x200000; // O_PATH
+        private const int OpenCloseOnExec = 0x80000; // O_CLOEXEC
+        private static int OpenNoFollow => RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x8000 : 0x20000;
+
+        /// <summary>What is at <paramref name="path"/> ("a socket", "a regular file", ...), or null if nothing.</summary>
+        public static string? Kind(string path)
+        {
+            byte[] buffer = new byte[256];
+            if (Statx(CurrentDirectory, path, SymlinkNoFollow, 0x7ff, buffer) != 0)
+            {
+                int error = Marshal.GetLastPInvokeError();
+                return error == 2 /* ENOENT */ ? null : throw new IOException($"--unix={path}: {Marshal.GetPInvokeErrorMessage(error)}");
+            }
+            return Describe(BitConverter.ToUInt16(buffer, 28));
+        }
+
+        private static string Describe(uint mode) => (mode & 0xF000) switch
+        {
+            0xC000 => SocketKind,
+            0x8000 => "a regular file",
+            0x4000 => "a directory",
+            0xA000 => "a symbolic link",
+            0x1000 => "a FIFO",
+            _ => "a special file",
+        };
+
+        /// <summary>chmod and/or chown of the socket we bound, through an O_PATH descriptor of it.</summary>
+        public static void Change(string path, uint? mode, (uint Uid, uint Gid)? owner)
+        {
+            int fd = Open(path, OpenPath | OpenNoFollow | OpenCloseOnExec);
+            if (fd < 0)
+            {
+                throw new IOException($"unix socket {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+            try
+            {
+                byte[] buffer = new byte[256];
+                if (Statx(fd, "", EmptyPath, 0x7ff, buffer) != 0)
+                {
+                    throw new IOException($"unix socket {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+                }
+                string kind = Describe(BitConverter.ToUInt16(buffer, 28));
+                if (kind != SocketKind)
+                {
+                    throw new IOException($"unix socket {path} was replaced by {kind}: not changing it");
+                }
+                // An O_PATH descriptor has no fchmod; its /proc/self/fd link reaches the same inode.
+                if (mode is uint m && ChangeMode($"/proc/self/fd/{fd}", m) != 0)
+                {
+                    throw new IOException($"can't set the mode of unix socket {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+                }
+                if (owner is var (uid, gid) && ChangeOwner(fd, "", uid, gid, EmptyPath) != 0)
+                {
+                    throw new IOException($"can't give unix socket {path} to uid {uid}, gid {gid}: {Marshal.GetLastPInvokeErrorMessage()}");
+                }
+            }
+            finally
+            {
+                _ = Close(fd);
+            }
+        }
+
+        [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        private static partial int Statx(int directoryFd, string path, int flags, uint mask, [Out] byte[] buffer);
+
+        [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        private static partial int Open(string path, int flags);
+
+        [LibraryImport("libc", EntryPoint = "chmod", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        private static partial int ChangeMode(string path, uint mode);
+
+        [LibraryImport("libc", EntryPoint = "fchownat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        private static partial int ChangeOwner(int directoryFd, string path, uint uid, uint gid, int flags);
+
+        [LibraryImport("libc", EntryPoint = "close")]
+        private static partial int Close(int fd);
     }
 
     private static partial class Log

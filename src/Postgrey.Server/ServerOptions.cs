@@ -26,16 +26,13 @@ public sealed record ServerOptions
 
     public PolicyLimits Limits { get; init; } = new();
 
-    /// <summary>How connections are served; see <see cref="PolicyTransport"/>.</summary>
-    public PolicyTransport Transport { get; init; } = PolicyTransport.Auto;
+    /// <summary>--transport: how connections are served; epoll on Linux, sockets elsewhere.</summary>
+    public PolicyTransport Transport { get; init; } = OperatingSystem.IsLinux() ? PolicyTransport.Epoll : PolicyTransport.Sockets;
 }
 
 /// <summary>The two ways of serving connections. Both behave the same to clients.</summary>
 public enum PolicyTransport
 {
-    /// <summary>Epoll on Linux (unless the environment has POSTGREY_TRANSPORT=sockets), sockets elsewhere.</summary>
-    Auto,
-
     /// <summary>One epoll loop thread for every socket (Linux only): the fastest.</summary>
     Epoll,
 

@@ -178,23 +178,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         return result.Read() ? result.GetInt64(1) : 0;
     }
 
-    private static FileStream AcquireLock(string path)
-    {
-        try
-        {
-            // FileShare.None is an exclusive flock(2) on Unix: the same lock postgrey takes.
-            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            }
-            return new FileStream(path, options);
-        }
-        catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
-        {
-            throw new StoreLockedException(path);
-        }
-    }
+    private static FileStream AcquireLock(string path) => LockFile.Acquire(path);
 
     // postgrey runs with umask 077; SQLite gives -wal and -shm the database file's mode.
     private static void CreatePrivateFile(string path)

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -11,7 +12,6 @@ using Postgrey.Server;
 using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 using Serilog;
-using Serilog.Events;
 using Serilog.Extensions.Logging;
 
 namespace Postgrey;
@@ -20,39 +20,49 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
-        var commandLine = new PostgreyCommandLine();
-        var parsed = commandLine.Parse(args);
-        if (PostgreyCommandLine.IsHelp(parsed) || parsed.GetValue(commandLine.Man))
+        // First, before anything is loaded: a HUP or TERM sent while it starts is acted on.
+        using var signals = new ProcessSignals();
+        return Start(args, signals);
+    }
+
+    // Not inlined: Main must not make the JIT load System.CommandLine before the handlers exist.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static int Start(string[] args, ProcessSignals signals)
+    {
+        if (args.Length > 0 && Tools.ToolCommand.Find(args[0]) is { } tool)
         {
-            return PostgreyCommandLine.PrintHelp(commandLine.Parse(["--help"]));
+            return Tools.ToolCommand.Run(tool, args[1..]); // postgrey import|export ...
+        }
+        var commandLine = new PostgreyCommandLine();
+        ParseResult parsed = commandLine.Parse(args);
+        if (commandLine.WantsHelp(parsed))
+        {
+            return commandLine.WriteHelp(Console.Out);
         }
         if (parsed.GetValue(commandLine.Version))
         {
             Console.Out.WriteLine($"postgrey {VersionInfo.PostgreyCompatible} (Postgrey for .NET {VersionInfo.Product})");
             return 0;
         }
-        if (parsed.Errors.Count > 0)
+        // Every problem at once, before anything starts.
+        IReadOnlyList<string> errors = commandLine.Errors(parsed);
+        if (errors.Count > 0)
         {
-            foreach (var error in parsed.Errors)
+            foreach (string error in errors)
             {
-                Console.Error.WriteLine($"ERROR: {error.Message}");
+                Console.Error.WriteLine($"ERROR: {error}");
             }
             return 1;
         }
-        PostgreyOptions? options = OptionsMapper.Map(commandLine.Read(parsed), out var problems);
-        if (options is null)
-        {
-            foreach (string problem in problems)
-            {
-                Console.Error.WriteLine($"ERROR: {problem}");
-            }
-            return 1;
-        }
-        return Run(options, args);
+        return Run(OptionsMapper.Map(commandLine, parsed), args, signals);
     }
 
-    private static int Run(PostgreyOptions options, IReadOnlyList<string> args)
+    private static int Run(PostgreyOptions options, IReadOnlyList<string> args, ProcessSignals signals)
     {
+        if (signals.StopRequested)
+        {
+            return 0; // stopped before anything was opened
+        }
         if (OperatingSystem.IsLinux())
         {
             _ = Libc.SetUmask(Convert.ToUInt32("077", 8)); // postgrey's umask: nothing it creates is readable by others
@@ -66,10 +76,10 @@ internal static class Program
             Daemon.StartSession();
         }
 
-        using Serilog.Core.Logger serilog = CreateLogger(options.Logging);
+        using Serilog.Core.Logger serilog = Logging.PostgreyLogging.CreateLogger(options.Logging);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         var startup = loggerFactory.CreateLogger("postgrey");
-        using var signals = new ProcessSignals(() =>
+        signals.OnExitAtOnce(() =>
         {
             Log.StoppingAtOnce(startup);
             serilog.Dispose(); // writes out what is queued
@@ -108,52 +118,65 @@ internal static class Program
         var whitelistFiles = new WhitelistFiles(options.WhitelistClientFiles, options.WhitelistRecipientFiles, loggerFactory.CreateLogger<WhitelistFiles>());
         var whitelists = new WhitelistProvider(whitelistFiles.Load(requireAll: false)!);
 
-        IGreylistStore store;
-        try
-        {
-            store = OpenStore(options, loggerFactory);
-        }
-        catch (StoreLockedException ex)
-        {
-            Console.Error.WriteLine($"ERROR: locked: {ex.LockPath}");
-            return 1;
-        }
-        catch (PostgreSqlStoreException ex)
-        {
-            // A wrong password, a missing database or role: the admin must fix it, so say it and stop.
-            // (A server that is merely down is not an error: the store answers DUNNO until it is back.)
-            Console.Error.WriteLine($"ERROR: {ex.Message}");
-            return 1;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
-        {
-            Console.Error.WriteLine($"ERROR: can't open database {options.Storage.DatabasePath}: {ex.Message}");
-            return 1;
-        }
-
+        DatabaseDirectory? dbdir = null;
+        IGreylistStore? store = null;
         PolicyListeners? listeners = null;
         try
         {
-            if (account is not null)
+            if (account is { Uid: not 0 }) // --user=root: no one to guard root's files from
             {
-                Privileges.GiveDirectory(options.Storage.Directory, account);
+                RuntimeFiles.CheckRuntimeReadable(account);
+                // Checked and held by root until the database is open: the account owns it.
+                dbdir = DatabaseDirectory.Take(options.Storage.Directory, account, ServiceFiles);
             }
+            try
+            {
+                store = OpenStore(options, loggerFactory);
+            }
+            catch (StoreLockedException ex)
+            {
+                Console.Error.WriteLine($"ERROR: locked: {ex.LockPath}");
+                return 1;
+            }
+            catch (PostgreSqlStoreException ex)
+            {
+                // A wrong password, a missing database or role: the admin must fix it, so say it and stop.
+                // (A server that is merely down is not an error: the store answers DUNNO until it is back.)
+                Console.Error.WriteLine($"ERROR: {ex.Message}");
+                return 1;
+            }
+            catch (LockFileException ex)
+            {
+                Console.Error.WriteLine($"ERROR: {ex.Message}");
+                return 1;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
+            {
+                Console.Error.WriteLine($"ERROR: can't open database {options.Storage.DatabasePath}: {ex.Message}");
+                return 1;
+            }
+            dbdir?.GiveToAccount();
+            if (signals.StopRequested)
+            {
+                return 0;
+            }
+
             listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
-            if (pidFile is not null)
-            {
-                pidFile.Write();
-                if (account is not null)
-                {
-                    Privileges.Chown(pidFile.Path, account);
-                }
-            }
             if (account is not null)
             {
+                listeners.GiveSocketFiles(account.Uid, account.Gid); // as Net::Server: --socketmode 0660 shared with Postfix's group
+            }
+            pidFile?.Write(account);
+
+            // Built as root: building reads the configuration and loads most of what the host needs.
+            using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
+            if (account is not null)
+            {
+                RuntimeFiles.LoadProgramAssemblies();
                 Privileges.Drop(account);
                 Log.RunningAs(startup, account.ToString());
             }
 
-            using IHost host = BuildHost(options, serilog, store, listeners, whitelists, whitelistFiles);
             var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
             SystemdNotifier.Register(lifetime);
             if (Daemon.IsDaemon)
@@ -181,10 +204,21 @@ internal static class Program
         finally
         {
             listeners?.Dispose();
-            ((IDisposable)store).Dispose(); // after every connection has been answered
+            (store as IDisposable)?.Dispose(); // after every connection has been answered
+            dbdir?.Dispose(); // the start failed before the database was open: the dbdir goes back as it was
             pidFile?.Dispose();
         }
     }
+
+    /// <summary>The files the service creates in --dbdir, and the only ones it gives to the account.</summary>
+    private static readonly string[] ServiceFiles =
+    [
+        SqliteStoreOptions.LockFileName,
+        SqliteStoreOptions.DatabaseFileName,
+        SqliteStoreOptions.DatabaseFileName + "-wal",
+        SqliteStoreOptions.DatabaseFileName + "-shm",
+        SqliteStoreOptions.DatabaseFileName + "-journal",
+    ];
 
     /// <summary>The sockets systemd passed (socket activation), or else --inet/--unix bound now.</summary>
     private static PolicyListeners OpenListeners(PostgreyOptions options, Microsoft.Extensions.Logging.ILogger logger)
@@ -248,49 +282,6 @@ internal static class Program
             sp.GetRequiredService<ILogger<MaintenanceService>>()));
         builder.Services.AddSingleton<WhitelistReloader>();
         return builder.Build();
-    }
-
-    private static Serilog.Core.Logger CreateLogger(LoggingOptions options)
-    {
-        // postgrey's levels: -q shows its level 1 (warnings, "whitelisted", "cleaning"), the
-        // default adds the action= lines, -v adds our diagnostics.
-        LogEventLevel level = options.Verbosity switch
-        {
-            Verbosity.Quiet => LogEventLevel.Warning,
-            Verbosity.Verbose => LogEventLevel.Debug,
-            _ => LogEventLevel.Information,
-        };
-        return new LoggerConfiguration()
-            .MinimumLevel.Is(level)
-            .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
-            .WriteTo.Sink(CreateSink(options))
-            .CreateLogger();
-    }
-
-    /// <summary>-d/--syslog: the syslog socket, as postgrey. A Windows service: the event log. Under systemd (its journal holds our
-    /// stdout): journald's own socket, so that each line keeps its priority and facility; if that
-    /// is out of reach, stdout with a priority prefix. Else the console, as postgrey.</summary>
-    private static Serilog.Core.ILogEventSink CreateSink(LoggingOptions options)
-    {
-        if (options.Syslog)
-        {
-            return new SyslogSink(options.SyslogSocket, options.SyslogFacility, "postgrey");
-        }
-        if (OperatingSystem.IsWindows() && Microsoft.Extensions.Hosting.WindowsServices.WindowsServiceHelpers.IsWindowsService())
-        {
-            return new EventLogSink();
-        }
-        if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is { Length: > 0 })
-        {
-            var journal = new JournalSink(JournalSink.DefaultPath, options.SyslogFacility, "postgrey", TextWriter.Null);
-            if (journal.Connected)
-            {
-                return journal;
-            }
-            journal.Dispose();
-            return new ConsoleSink(levelPrefix: true);
-        }
-        return new ConsoleSink();
     }
 }
 

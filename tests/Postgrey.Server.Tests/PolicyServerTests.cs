@@ -174,6 +174,57 @@ public abstract class PolicyServerTests
     }
 
     [Fact]
+    public async Task ByteTrickle_WithoutARequest_IsClosedAfterTheIdleTimeout()
+    {
+        await using var h = await StartAsync(o => o with { Limits = new PolicyLimits { IdleTimeout = TimeSpan.FromMilliseconds(600) } });
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(h.Tcp);
+        byte[] request = Encoding.UTF8.GetBytes(Requests.Policy());
+        bool closed = false;
+        // A byte every 100 ms, far within the idle time, for 10 s: never a whole request.
+        for (int i = 0; i < 100 && !closed; i++)
+        {
+            try
+            {
+                await socket.SendAsync(request.AsMemory(i, 1));
+                using var wait = new CancellationTokenSource(100);
+                closed = await socket.ReceiveAsync(new byte[16], SocketFlags.None, wait.Token) == 0;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (SocketException)
+            {
+                closed = true;
+            }
+        }
+        Assert.True(closed);
+    }
+
+    [Fact]
+    public async Task HalfClosedClient_IsAnsweredThenClosed()
+    {
+        await using var h = await StartAsync(o => o with { MaxConnections = 2 });
+        for (int i = 0; i < 6; i++)
+        {
+            // The FIN comes with the request; the client keeps its socket.
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await socket.ConnectAsync(h.Unix);
+            await socket.SendAsync(Encoding.UTF8.GetBytes(Requests.Policy(sender: $"s{i}@example.net")));
+            socket.Shutdown(SocketShutdown.Send);
+            var received = new MemoryStream();
+            byte[] buffer = new byte[1024];
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            int n;
+            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, limit.Token)) > 0)
+            {
+                received.Write(buffer, 0, n);
+            }
+            Assert.Equal($"action={Greylisted}\n\n", Encoding.UTF8.GetString(received.ToArray()));
+        }
+    }
+
+    [Fact]
     public async Task OverTheConnectionLimit_NewConnectionsAreClosed()
     {
         await using var h = await StartAsync(o => o with { MaxConnections = 2 });

@@ -73,7 +73,8 @@ public sealed class PolicyServerProcess : IAsyncDisposable
     /// </summary>
     public static int FreePort()
     {
-        string path = Path.Combine(Path.GetTempPath(), "postgrey-tests.ports");
+        // One counter per user: another user's file (root's, say) in the shared /tmp is not ours to write.
+        string path = Path.Combine(Path.GetTempPath(), $"postgrey-tests.{Environment.UserName}.ports");
         while (true)
         {
             FileStream counter;

@@ -1,22 +1,38 @@
+using System.CommandLine;
+using System.Text.RegularExpressions;
 using Postgrey.Configuration;
 using Postgrey.Core.Greylisting;
+using Postgrey.Server;
+using Postgrey.Testing;
 
 namespace Postgrey.Tests;
 
 /// <summary>postgrey's flag table: every name, alias and default.</summary>
-public class CommandLineTests
+public sealed partial class CommandLineTests : IDisposable
 {
+    private const string DebianPostgrey = "/usr/sbin/postgrey";
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
     private static (PostgreyOptions? Options, IReadOnlyList<string> Errors) Map(params string[] args)
     {
         var commandLine = new PostgreyCommandLine();
         var parsed = commandLine.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            return (null, parsed.Errors.Select(e => e.Message).ToList());
-        }
-        var options = OptionsMapper.Map(commandLine.Read(parsed), out var errors);
-        return (options, errors);
+        var errors = commandLine.Errors(parsed);
+        return (errors.Count > 0 ? null : OptionsMapper.Map(commandLine, parsed), errors);
     }
+
+    private static string Help()
+    {
+        using var output = new StringWriter();
+        Assert.Equal(0, new PostgreyCommandLine().WriteHelp(output));
+        return output.ToString();
+    }
+
+    /// <summary>The help line of <paramref name="option"/>: its names, then its description.</summary>
+    private static string HelpLine(string help, Option option) =>
+        Assert.Single(help.Split('\n'), line => line.TrimStart().Split(", ").Any(n => n == option.Name || n.StartsWith(option.Name + " ", StringComparison.Ordinal)));
 
     private static PostgreyOptions Ok(params string[] args)
     {
@@ -46,7 +62,7 @@ public class CommandLineTests
         if (name.Length > 1)
         {
             // Getopt::Long also takes single-dash long names.
-            Assert.Equal(["--" + name + "=1"], commandLine.WithDoubleDash(["-" + name + "=1"]));
+            Assert.Equal(["--" + name + "=1"], commandLine.AsGetoptReadsThem(["-" + name + "=1"]));
         }
     }
 
@@ -213,6 +229,264 @@ public class CommandLineTests
     {
         Assert.Equal("@home", Ok("--inet=10023", "--hostname", "@home").Greylist.Hostname);
     }
+
+    /// <summary>Each entry of postgrey's GetOptions call in Debian's /usr/sbin/postgrey, e.g.
+    /// <c>'syslogfacility|syslog-facility|facility=s'</c>: every name must be ours, taking a value
+    /// as postgrey's does (<c>=</c> required, <c>:</c> optional, none a switch).</summary>
+    [Fact]
+    public void EveryFlagOfDebiansPostgrey_IsAcceptedAndTakesAValueAsThere()
+    {
+        Requires.Program(DebianPostgrey, "postgrey");
+        string source = File.ReadAllText(DebianPostgrey);
+        string call = GetOptionsCall().Match(source).Groups[1].Value;
+        var specs = OptionSpec().Matches(call).Select(m => (Names: m.Groups[1].Value.Split('|'), Kind: m.Groups[2].Value)).ToList();
+        Assert.True(specs.Count >= 30, $"only {specs.Count} flags found in {DebianPostgrey}'s GetOptions call");
+
+        var commandLine = new PostgreyCommandLine();
+        var missing = new List<string>();
+        foreach (var (names, kind) in specs)
+        {
+            foreach (string name in names)
+            {
+                string spelled = name.Length == 1 ? "-" + name : "--" + name;
+                Option? option = commandLine.Options.FirstOrDefault(o => o.Name == spelled || o.Aliases.Contains(spelled));
+                if (option is null)
+                {
+                    missing.Add(spelled);
+                    continue;
+                }
+                ArgumentArity arity = option.Arity;
+                switch (kind)
+                {
+                    case "":
+                        Assert.True(arity.MaximumNumberOfValues == 0, $"{spelled} is a switch in postgrey");
+                        break;
+                    case ":":
+                        Assert.True(arity is { MinimumNumberOfValues: 0, MaximumNumberOfValues: 1 }, $"{spelled} takes an optional value in postgrey");
+                        break;
+                    default:
+                        Assert.True(arity.MaximumNumberOfValues >= 1, $"{spelled} takes a value in postgrey");
+                        break;
+                }
+            }
+        }
+        Assert.Empty(missing);
+    }
+
+    /// <summary>Every option with a default shows it in --help, and what it shows is the value the
+    /// options get when the flag is absent: help and options come from one source.</summary>
+    [Fact]
+    public void Help_ShowsEveryDefault_AsTheValueTheOptionsGet()
+    {
+        string help = Help();
+        var commandLine = new PostgreyCommandLine();
+        ParseResult parsed = commandLine.Parse(["--inet=10023"]);
+        int withDefault = 0;
+        foreach (Option option in commandLine.Options)
+        {
+            if (!option.HasDefaultValue || option.Arity.MaximumNumberOfValues == 0)
+            {
+                // A switch is off unless given.
+                Assert.DoesNotContain("[default: ", HelpLine(help, option), StringComparison.Ordinal);
+                continue;
+            }
+            withDefault++;
+            object? value = parsed.RootCommandResult.GetResult(option)!.GetValueOrDefault<object>();
+            Assert.Contains($"[default: {value}]", HelpLine(help, option), StringComparison.Ordinal);
+        }
+        Assert.True(withDefault >= 19, $"only {withDefault} options have a default");
+    }
+
+    /// <summary>The defaults postgrey 1.37's --help states, shown by ours.</summary>
+    [Theory]
+    [InlineData("--socketmode", "0666")]
+    [InlineData("--dbdir", "/var/lib/postgrey")]
+    [InlineData("--delay", "300")]
+    [InlineData("--max-age", "35")]
+    [InlineData("--retry-window", "2")]
+    [InlineData("--greylist-action", "DEFER_IF_PERMIT")]
+    [InlineData("--ipv4cidr", "24")]
+    [InlineData("--ipv6cidr", "64")]
+    [InlineData("--auto-whitelist-clients", "5")]
+    [InlineData("--syslogfacility", "mail")]
+    [InlineData("--greylist-text", GreylistOptions.DefaultGreylistText)]
+    [InlineData("--x-greylist-header", GreylistOptions.DefaultXGreylistHeader)]
+    public void Help_ShowsPostgreysDefault(string flag, string expected)
+    {
+        Option option = new PostgreyCommandLine().Options.Single(o => o.Name == flag);
+        Assert.Contains($"[default: {expected}]", HelpLine(Help(), option), StringComparison.Ordinal);
+    }
+
+    /// <summary>The README's flag tables: a row for every option, and its default as --help shows
+    /// it (except the host name, which is this machine's).</summary>
+    [Fact]
+    public void Readme_FlagTables_HaveEveryOptionWithItsDefault()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Postgrey.sln")))
+        {
+            dir = dir.Parent;
+        }
+        Assert.NotNull(dir);
+        string readme = File.ReadAllText(Path.Combine(dir.FullName, "README.md"));
+        string section = readme[readme.IndexOf("## Command line", StringComparison.Ordinal)..readme.IndexOf("## Whitelists", StringComparison.Ordinal)];
+        var rows = section.Split('\n').Where(l => l.StartsWith("| `", StringComparison.Ordinal)).Select(l => l.Split(" | ")).ToList();
+
+        var commandLine = new PostgreyCommandLine();
+        ParseResult parsed = commandLine.Parse(["--inet=10023"]);
+        foreach (Option option in commandLine.Options)
+        {
+            var names = option.Aliases.Append(option.Name).Select(n => new Regex("(?<![a-z0-9-])" + Regex.Escape(n) + "(?![a-z0-9-])"));
+            var matching = rows.Where(r => names.Any(n => n.IsMatch(r[0]))).ToList();
+            Assert.True(matching.Count == 1, $"{option.Name}: {matching.Count} rows in the README's flag tables");
+            string[] row = matching[0];
+            if (option.HasDefaultValue && option.Arity.MaximumNumberOfValues > 0 && option != commandLine.Hostname)
+            {
+                object? value = parsed.RootCommandResult.GetResult(option)!.GetValueOrDefault<object>();
+                Assert.Contains(value!.ToString()!, row[1], StringComparison.OrdinalIgnoreCase);
+            }
+        }
+    }
+
+    [Fact]
+    public void Help_ShowsEveryOptionOnce()
+    {
+        string help = Help();
+        foreach (Option option in new PostgreyCommandLine().Options)
+        {
+            _ = HelpLine(help, option);
+        }
+    }
+
+    [Theory]
+    [InlineData(107, true)]
+    [InlineData(108, false)]
+    public void UnixPath_IsCheckedAgainstSunPathsLength(int bytes, bool accepted)
+    {
+        string path = "/tmp/" + new string('s', bytes - "/tmp/".Length);
+        var (options, errors) = Map($"--unix={path}");
+        if (accepted)
+        {
+            Assert.Empty(errors);
+            Assert.Equal([path], options!.Server.Unix);
+        }
+        else
+        {
+            Assert.Equal([$"--unix={path}: longer than 107 bytes"], errors);
+        }
+    }
+
+    [Fact]
+    public void UnixPath_IsMeasuredInBytesOfItsFullPath()
+    {
+        string path = "/tmp/" + new string('\u00e9', 52); // 57 characters, 109 bytes in UTF-8
+        Assert.Equal([$"--unix={path}: longer than 107 bytes"], Map($"--unix={path}").Errors);
+        string relative = new string('r', 100); // short, but not once the working directory is prepended
+        Assert.Equal([$"--unix={relative}: longer than 107 bytes"], Map($"--unix={relative}").Errors);
+    }
+
+    [Fact]
+    public async Task UnixPath_TooLong_ExitsBeforeOpeningTheDatabase()
+    {
+        string path = _dir.File(new string('s', 120));
+        string dbdir = _dir.File("db");
+        var (code, output) = await PostgreyProcess.RunAsync($"--unix={path}", $"--dbdir={dbdir}", "--delay=x");
+        Assert.Equal(1, code);
+        Assert.Contains($"ERROR: --unix={path}: longer than 107 bytes", output.Split('\n'));
+        Assert.Contains("ERROR: --delay=x: a whole number is expected", output.Split('\n'));
+        Assert.False(Directory.Exists(dbdir), "the database directory was created");
+    }
+
+    [Fact]
+    public void Transport_DefaultsToEpollOnLinuxAndSocketsElsewhere()
+    {
+        Assert.Equal(OperatingSystem.IsLinux() ? PolicyTransport.Epoll : PolicyTransport.Sockets, Ok("--inet=10023").Server.Transport);
+    }
+
+    [Theory]
+    [InlineData(PolicyTransport.Sockets, "--transport=sockets")]
+    [InlineData(PolicyTransport.Sockets, "--transport=SOCKETS")]
+    [InlineData(PolicyTransport.Sockets, "-transport", "sockets")]
+    public void Transport_IsMapped(PolicyTransport expected, params string[] flag) =>
+        Assert.Equal(expected, Ok(["--inet=10023", .. flag]).Server.Transport);
+
+    [Fact]
+    public void Transport_Epoll_IsTakenOnLinuxOnly()
+    {
+        var (options, errors) = Map("--inet=10023", "--transport=epoll");
+        if (OperatingSystem.IsLinux())
+        {
+            Assert.Equal(PolicyTransport.Epoll, options!.Server.Transport);
+        }
+        else
+        {
+            Assert.Equal(["--transport=epoll: needs Linux"], errors);
+        }
+    }
+
+    [Theory]
+    [InlineData("Text")]
+    [InlineData("Json", "--log-format=json")]
+    [InlineData("Text", "--log-format", "text")]
+    public void LogFormat_IsMapped(string expected, params string[] flag) =>
+        Assert.Equal(Enum.Parse<LogFormat>(expected), Ok(["--inet=10023", .. flag]).Logging.Format);
+
+    [Theory]
+    [InlineData("--pidfile=", "--pidfile needs a path")]
+    [InlineData("--dbdir=", "--dbdir needs a path")]
+    [InlineData("--unix=", "--unix needs a path")]
+    [InlineData("--transport=io_uring", "--transport=io_uring: 'epoll' or 'sockets' is expected")]
+    [InlineData("--log-format=xml", "--log-format=xml: 'text' or 'json' is expected")]
+    [InlineData("--syslog-facility=mial", "--syslogfacility=mial: one of kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, local0, local1, local2, local3, local4, local5, local6, local7 is expected")]
+    [InlineData("--max-connections=0", "--max-connections=0: must be between 1 and 1000000")]
+    [InlineData("--delay=99999999999", "--delay=99999999999: must be between 0 and 2147483647")]
+    [InlineData("--noaction", "don't know how to \"no-action\".")]
+    public void MoreBadValues_AreReported(string flag, string error)
+    {
+        var (options, errors) = Map("--inet=10023", flag);
+        Assert.Null(options);
+        Assert.Equal([error], errors);
+    }
+
+    [Fact]
+    public void ErrorsOfEveryKind_AreReportedTogether()
+    {
+        var (_, errors) = Map("--noaction", "--delay=x", "--unix=", "--transport=x", "--retry-window=1d", "--socketmode=9");
+        Assert.Equal(
+            [
+                "--unix needs a path",
+                "--socketmode=9: an octal mode such as 0660 is expected",
+                "--delay=x: a whole number is expected",
+                "--retry-window=1d: must be either a number of days or a number followed by 'h' for hours ('6h' for example)",
+                "--transport=x: 'epoll' or 'sockets' is expected",
+                "don't know how to \"no-action\".",
+            ],
+            errors);
+    }
+
+    [Theory]
+    [InlineData("--greylist-text=")]
+    [InlineData("--x-greylist-header=")]
+    public void EmptyText_IsTheDefault_AsInPostgrey(string flag)
+    {
+        GreylistOptions g = Ok("--inet=10023", flag).Greylist;
+        Assert.Equal(GreylistOptions.DefaultGreylistText, g.GreylistText);
+        Assert.Equal(GreylistOptions.DefaultXGreylistHeader, g.XGreylistHeader);
+    }
+
+    [Fact]
+    public void LookupBySubnetAndByHost_WarnsAndTakesByHost()
+    {
+        PostgreyOptions o = Ok("--inet=10023", "--lookup-by-subnet", "--lookup-by-host");
+        Assert.True(o.Greylist.LookupByHost);
+        Assert.Equal(["--lookup-by-subnet and --lookup-by-host both given: --lookup-by-host wins, as in postgrey"], o.CompatibilityWarnings);
+    }
+
+    [GeneratedRegex(@"GetOptions\(\\%opt,(.*?)\)\s*or\s+exit", RegexOptions.Singleline)]
+    private static partial Regex GetOptionsCall();
+
+    [GeneratedRegex(@"'([a-z0-9|-]+)([=:]?)[si]?@?'")]
+    private static partial Regex OptionSpec();
 }
 
 public class NetServerLogFormatterTests
@@ -227,6 +501,6 @@ public class NetServerLogFormatterTests
     [InlineData("100% sure\n", "100% sure\n")]
     public void Escape_WritesBytesOutsidePrintableAsciiAsPercentHex(string text, string expected)
     {
-        Assert.Equal(expected, Postgrey.Hosting.NetServerLogFormatter.Escape(text));
+        Assert.Equal(expected, Postgrey.Logging.NetServerLogFormatter.Escape(text));
     }
 }

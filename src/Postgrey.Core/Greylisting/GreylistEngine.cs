@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using Postgrey.Core.Protocol;
 using Postgrey.Core.Storage;
@@ -156,9 +155,9 @@ public sealed partial class GreylistEngine
 
         if (!outcome.LastWasSuccessful && _instances.IsNew(request.Instance))
         {
-            string waited = (now - outcome.FirstSeen).ToString(CultureInfo.InvariantCulture);
-            LogAction(request, "pass", "triplet found", "delay=" + waited);
-            return "PREPEND " + Header(waited);
+            long waited = now - outcome.FirstSeen;
+            LogAction(request, "pass", "triplet found", waited);
+            return "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
         }
 
         LogAction(request, "pass", "triplet found");
@@ -207,49 +206,25 @@ public sealed partial class GreylistEngine
     // Perl truthiness: postgrey omits empty attributes, and "0" too.
     private static bool IsTrue(string? value) => !string.IsNullOrEmpty(value) && value != "0";
 
-    private void LogAction(PolicyRequest request, string action, string reason, string? additional = null)
+    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null)
     {
-        if (_decisions.IsEnabled(LogLevel.Information))
-        {
-            Log.Decision(_decisions, FormatDecisionLine(request, action, reason, additional));
-        }
-    }
+        // postgrey's mylog_action leaves out attributes that are empty (or "0", Perl's false):
+        // null here, which the log formatter leaves out with its label.
+        Log.Decision(_decisions, OrNull(request.QueueId), action, reason, delay,
+            OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient));
 
-    /// <summary>postgrey's <c>mylog_action</c> line, byte for byte (client bytes are escaped by the
-    /// log sink, as Net::Server does for postgrey):
-    /// <c>[QUEUE_ID: ]action=A, reason=R[, X], client_name=.., client_address=.., sender=.., recipient=..</c>,
-    /// each attribute only when non-empty.</summary>
-    internal static string FormatDecisionLine(PolicyRequest request, string action, string reason, string? additional)
-    {
-        var sb = new StringBuilder(256);
-        if (IsTrue(request.QueueId))
-        {
-            sb.Append(request.QueueId).Append(": ");
-        }
-        sb.Append("action=").Append(action).Append(", reason=").Append(reason);
-        if (additional is not null)
-        {
-            sb.Append(", ").Append(additional);
-        }
-        Append(sb, "client_name", request.ClientName);
-        Append(sb, "client_address", request.ClientAddress);
-        Append(sb, "sender", request.Sender);
-        Append(sb, "recipient", request.Recipient);
-        return sb.ToString();
-
-        static void Append(StringBuilder sb, string name, string? value)
-        {
-            if (IsTrue(value))
-            {
-                sb.Append(", ").Append(name).Append('=').Append(value);
-            }
-        }
+        static string? OrNull(string? value) => IsTrue(value) ? value : null;
     }
 
     private static partial class Log
     {
-        [LoggerMessage(3001, LogLevel.Information, "{Line}", EventName = "Decision")]
-        public static partial void Decision(ILogger logger, string line);
+        // postgrey's line, each field a property: rendered, with the null ones left out,
+        // "[QUEUEID: ]action=A, reason=R[, delay=N], client_name=.., client_address=.., sender=.., recipient=..".
+        [LoggerMessage(3001, LogLevel.Information,
+            "{QueueId}: action={Action}, reason={Reason}, delay={Delay}, client_name={ClientName}, client_address={ClientAddress}, sender={Sender}, recipient={Recipient}",
+            EventName = "Decision")]
+        public static partial void Decision(ILogger logger, string? queueId, string action, string reason, long? delay,
+            string? clientName, string? clientAddress, string? sender, string? recipient);
 
         [LoggerMessage(3002, LogLevel.Warning, "whitelisted: {Client}", EventName = "Whitelisted")]
         public static partial void Whitelisted(ILogger logger, string client);

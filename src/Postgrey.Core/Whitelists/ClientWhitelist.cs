@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Text.RegularExpressions;
 
 namespace Postgrey.Core.Whitelists;
 
@@ -13,10 +12,10 @@ public sealed class ClientWhitelist
 {
     private readonly HashSet<string> _names;
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _nameLookup;
-    private readonly Regex[] _regexes;
+    private readonly WhitelistRegex[] _regexes;
     private readonly NetworkSet _networks;
 
-    private ClientWhitelist(HashSet<string> names, Regex[] regexes, NetworkSet networks)
+    private ClientWhitelist(HashSet<string> names, WhitelistRegex[] regexes, NetworkSet networks)
     {
         _names = names;
         _nameLookup = names.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -47,9 +46,9 @@ public sealed class ClientWhitelist
                 }
             }
         }
-        foreach (Regex regex in _regexes)
+        foreach (WhitelistRegex regex in _regexes)
         {
-            if (WhitelistRegex.IsMatch(regex, clientName))
+            if (regex.IsMatch(clientName))
             {
                 return true;
             }
@@ -67,22 +66,28 @@ public sealed class ClientWhitelist
     public sealed class Builder
     {
         private readonly HashSet<string> _names = new(AsciiIgnoreCaseComparer.Instance);
-        private readonly List<Regex> _regexes = [];
+        private readonly List<WhitelistRegex> _regexes = [];
         private readonly NetworkSet _networks = new();
+
+        /// <summary>Told, once per entry, when a regex entry's match timed out (it counted as
+        /// no match); called on the thread that matched.</summary>
+        public Action<WhitelistWarning>? OnRegexTimeout { get; init; }
 
         /// <summary>Adds every entry of <paramref name="reader"/>; lines that cannot be used are
         /// reported in <paramref name="warnings"/> and skipped.</summary>
         public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
         {
-            WhitelistReader.AddAll(reader, source, warnings, AddEntry);
+            WhitelistReader.AddAll(reader, source, warnings, AddEntry, OnRegexTimeout);
             return this;
         }
 
         /// <summary>Adds one entry; returns why it was refused, or null.</summary>
-        public string? AddEntry(string entry)
+        public string? AddEntry(string entry) => AddEntry(entry, new WhitelistEntryContext("", 0, null, OnRegexTimeout));
+
+        internal string? AddEntry(string entry, WhitelistEntryContext context)
         {
             ArgumentNullException.ThrowIfNull(entry);
-            if (WhitelistRegex.TryAdd(entry, _regexes, out string? problem))
+            if (WhitelistRegex.TryAdd(entry, context, _regexes, out string? problem))
             {
                 return problem;
             }

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 
 namespace Postgrey.Core.Whitelists;
 
@@ -13,9 +12,9 @@ public sealed class RecipientWhitelist
     private readonly (string User, string? Domain)[] _addresses;
     private readonly HashSet<string> _domains;
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _domainLookup;
-    private readonly Regex[] _regexes;
+    private readonly WhitelistRegex[] _regexes;
 
-    private RecipientWhitelist((string, string?)[] addresses, HashSet<string> domains, Regex[] regexes)
+    private RecipientWhitelist((string, string?)[] addresses, HashSet<string> domains, WhitelistRegex[] regexes)
     {
         _addresses = addresses;
         _domains = domains;
@@ -49,9 +48,9 @@ public sealed class RecipientWhitelist
                 }
             }
         }
-        foreach (Regex regex in _regexes)
+        foreach (WhitelistRegex regex in _regexes)
         {
-            if (WhitelistRegex.IsMatch(regex, recipient))
+            if (regex.IsMatch(recipient))
             {
                 return true;
             }
@@ -91,18 +90,24 @@ public sealed class RecipientWhitelist
     {
         private readonly List<(string, string?)> _addresses = [];
         private readonly HashSet<string> _domains = new(AsciiIgnoreCaseComparer.Instance);
-        private readonly List<Regex> _regexes = [];
+        private readonly List<WhitelistRegex> _regexes = [];
+
+        /// <summary>Told, once per entry, when a regex entry's match timed out (it counted as
+        /// no match); called on the thread that matched.</summary>
+        public Action<WhitelistWarning>? OnRegexTimeout { get; init; }
 
         public Builder Add(TextReader reader, string source, ICollection<WhitelistWarning> warnings)
         {
-            WhitelistReader.AddAll(reader, source, warnings, AddEntry);
+            WhitelistReader.AddAll(reader, source, warnings, AddEntry, OnRegexTimeout);
             return this;
         }
 
-        public string? AddEntry(string entry)
+        public string? AddEntry(string entry) => AddEntry(entry, new WhitelistEntryContext("", 0, null, OnRegexTimeout));
+
+        internal string? AddEntry(string entry, WhitelistEntryContext context)
         {
             ArgumentNullException.ThrowIfNull(entry);
-            if (WhitelistRegex.TryAdd(entry, _regexes, out string? problem))
+            if (WhitelistRegex.TryAdd(entry, context, _regexes, out string? problem))
             {
                 return problem;
             }

@@ -55,8 +55,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             ? true
             : throw new PlatformNotSupportedException("the epoll transport needs Linux"),
         PolicyTransport.Sockets => false,
-        _ => OperatingSystem.IsLinux()
-            && !string.Equals(Environment.GetEnvironmentVariable("POSTGREY_TRANSPORT"), "sockets", StringComparison.OrdinalIgnoreCase),
+        _ => throw new ArgumentOutOfRangeException(nameof(transport), transport, "no such transport"),
     };
 
     public EpollTransport(IReadOnlyList<Socket> listeners, ServerOptions options, PolicyConnectionHandler handler, Action warnRefused, ILogger logger)
@@ -313,6 +312,12 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         {
             connection.Readable = true;
         }
+        if ((events & (EpollNative.EPOLLRDHUP | EpollNative.EPOLLHUP | EpollNative.EPOLLERR)) != 0)
+        {
+            // The FIN may have come with the last request, in the same edge: no edge follows,
+            // so the socket is read to its end (read(2) = 0) once the answers are out.
+            connection.PeerClosed = true;
+        }
         Pump(connection);
     }
 
@@ -379,9 +384,9 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         if (n > 0)
         {
             c.End += (int)n;
-            c.LastActive = Environment.TickCount64;
             // A short read of a stream socket drained it: the next data comes with a new edge.
-            if (n < room)
+            // Not so the end of a half-closed one, which is no data and brings no edge.
+            if (n < room && !c.PeerClosed)
             {
                 c.Readable = false;
             }
@@ -429,10 +434,17 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         }
         c.Busy = true;
         c.Pending.UnsafeOnCompleted(c.OnDecided);
+        if (c.Pending.IsCompleted)
+        {
+            // It finished between the two looks: then the runtime queues OnDecided to the
+            // thread pool instead of running it on the writer, and an answer would wait for a
+            // pool thread. Answered here instead; the late OnDecided finds nothing to answer.
+            Post(c);
+        }
     }
 
     /// <summary>Called where a decision finished: on the database writer's thread, or on the
-    /// loop when it finished at once.</summary>
+    /// loop (<see cref="Decide"/>); late and to no effect, on a pool thread.</summary>
     private void Post(Connection c)
     {
         _decided.Enqueue(c);
@@ -448,6 +460,12 @@ internal sealed unsafe partial class EpollTransport : IDisposable
     {
         while (_decided.TryDequeue(out Connection? c))
         {
+            // A connection may be posted twice for one decision (Decide), and a late post may
+            // come while its next decision runs: only a finished decision is answered.
+            if (c.Closed || !c.Busy || !c.Pending.IsCompleted)
+            {
+                continue;
+            }
             c.Busy = false;
             Answer(c);
             Pump(c);
@@ -493,7 +511,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         PolicyResponseWriter.Write(c.Output, action);
         c.Sent = 0;
         c.Sending = true;
-        c.LastActive = Environment.TickCount64;
+        c.WaitingSince = Environment.TickCount64;
         c.CloseAfterAnswer = _handler.Exim;
         Flush(c);
     }
@@ -538,7 +556,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         List<Connection>? idle = null;
         foreach (Connection c in _connections.Values)
         {
-            if (!c.Busy && now - c.LastActive > idleMs)
+            if (!c.Busy && now - c.WaitingSince > idleMs)
             {
                 (idle ??= []).Add(c);
             }
@@ -620,7 +638,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             Fd = fd;
             Peer = peer;
             Parser = new PolicyRequestParser(owner._handler.Limits);
-            LastActive = Environment.TickCount64;
+            WaitingSince = Environment.TickCount64;
             OnDecided = () => _owner.Post(this);
         }
 
@@ -659,7 +677,12 @@ internal sealed unsafe partial class EpollTransport : IDisposable
 
         public bool Closed { get; set; }
 
-        public long LastActive { get; set; }
+        /// <summary>When the connection began waiting for its next request (accepted, or its
+        /// last answer written): bytes that make no request do not keep it open.</summary>
+        public long WaitingSince { get; set; }
+
+        /// <summary>The client has shut down its side (EPOLLRDHUP/HUP/ERR seen).</summary>
+        public bool PeerClosed { get; set; }
 
         public ConfiguredValueTaskAwaitable<string>.ConfiguredValueTaskAwaiter Pending { get; set; }
 

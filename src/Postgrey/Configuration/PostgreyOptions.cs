@@ -23,13 +23,20 @@ internal sealed record PostgreyOptions
     /// <summary>Recipient whitelist files; null: postgrey's defaults.</summary>
     public IReadOnlyList<string>? WhitelistRecipientFiles { get; init; }
 
-    public TimeSpan MaintenanceInterval { get; init; } = TimeSpan.FromHours(1);
+    /// <summary>--maintenance-interval; its default is the flag's.</summary>
+    public required TimeSpan MaintenanceInterval { get; init; }
 
     /// <summary>One-line notes on flags accepted for compatibility that change nothing here yet.</summary>
     public IReadOnlyList<string> CompatibilityWarnings { get; init; } = [];
 }
 
 internal enum Verbosity { Quiet, Normal, Verbose }
+
+/// <summary>--log-format: postgrey's text lines, or one JSON object per line.</summary>
+internal enum LogFormat { Text, Json }
+
+/// <summary>--db-sync: when a commit is fsync'ed (<see cref="Postgrey.Storage.Sqlite.SqliteStoreOptions.SyncEveryCommit"/>).</summary>
+internal enum DbSync { Normal, Full }
 
 internal sealed record LoggingOptions
 {
@@ -42,6 +49,9 @@ internal sealed record LoggingOptions
     public int SyslogFacility { get; init; } = 2;
 
     public string SyslogSocket { get; init; } = "/dev/log";
+
+    /// <summary>--log-format</summary>
+    public LogFormat Format { get; init; } = LogFormat.Text;
 }
 
 /// <summary>How the process runs: in the background, with a pid file, as which account.</summary>

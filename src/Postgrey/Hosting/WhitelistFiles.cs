@@ -14,6 +14,7 @@ internal sealed partial class WhitelistFiles
     private readonly IReadOnlyList<string> _clientFiles;
     private readonly IReadOnlyList<string> _recipientFiles;
     private readonly ILogger _logger;
+    private readonly Action<WhitelistWarning> _onRegexTimeout;
 
     public WhitelistFiles(IReadOnlyList<string>? clientFiles, IReadOnlyList<string>? recipientFiles, ILogger logger)
     {
@@ -27,6 +28,7 @@ internal sealed partial class WhitelistFiles
             ? [Path.Combine(dir, "whitelist_recipients"), Path.Combine(dir, "whitelist_recipients.local")]
             : ["/etc/postfix/postgrey_whitelist_recipients"]);
         _logger = logger;
+        _onRegexTimeout = warning => Log.RegexTimedOut(_logger, warning.ToString());
     }
 
     /// <summary>
@@ -37,12 +39,12 @@ internal sealed partial class WhitelistFiles
     {
         var warnings = new List<WhitelistWarning>();
         bool complete = true;
-        var clients = new ClientWhitelist.Builder();
+        var clients = new ClientWhitelist.Builder { OnRegexTimeout = _onRegexTimeout };
         foreach (string file in _clientFiles)
         {
             complete &= Read(file, reader => clients.Add(reader, file, warnings));
         }
-        var recipients = new RecipientWhitelist.Builder();
+        var recipients = new RecipientWhitelist.Builder { OnRegexTimeout = _onRegexTimeout };
         foreach (string file in _recipientFiles)
         {
             complete &= Read(file, reader => recipients.Add(reader, file, warnings));
@@ -68,6 +70,11 @@ internal sealed partial class WhitelistFiles
             add(reader);
             return true;
         }
+        catch (WhitelistTooLargeException ex)
+        {
+            Log.TooLarge(_logger, file, ex.Message);
+            return false;
+        }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             if (file.EndsWith(".local", StringComparison.Ordinal) && ex is FileNotFoundException or DirectoryNotFoundException)
@@ -86,6 +93,12 @@ internal sealed partial class WhitelistFiles
 
         [LoggerMessage(5102, LogLevel.Warning, "can't open {File}: {Reason}", EventName = "WhitelistCantOpen")]
         public static partial void CantOpen(ILogger logger, string file, string reason);
+
+        [LoggerMessage(5104, LogLevel.Warning, "{File}: {Reason}", EventName = "WhitelistTooLarge")]
+        public static partial void TooLarge(ILogger logger, string file, string reason);
+
+        [LoggerMessage(5105, LogLevel.Warning, "{Warning}", EventName = "WhitelistRegexTimedOut")]
+        public static partial void RegexTimedOut(ILogger logger, string warning);
 
         [LoggerMessage(5103, LogLevel.Information, "whitelists: {Names} client names, {Networks} client networks, {Regexes} client regexes, {Recipients} recipient entries", EventName = "WhitelistsLoaded")]
         public static partial void Loaded(ILogger logger, int names, int networks, int regexes, int recipients);

@@ -38,6 +38,12 @@ internal static class Daemon
         }
         info.Environment[ChildVariable] = "1";
 
+        if (OperatingSystem.IsLinux())
+        {
+            // Inherited across exec, unlike a handler: a hangup of the terminal before the daemon
+            // has its own handlers and its own session cannot end it.
+            Libc.IgnoreHangUp();
+        }
         using var child = Process.Start(info) ?? throw new InvalidOperationException("the daemon could not be started");
         child.StandardInput.Close();
         var relay = new Thread(() =>

@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
 
 namespace Postgrey.Platform;
 
@@ -27,16 +29,56 @@ internal sealed class PidFile : IDisposable
         return new PidFile(full);
     }
 
-    /// <summary>Writes our pid (replacing the file atomically), mode 0644 as pid files are.</summary>
-    public void Write()
+    /// <summary>Writes our pid, mode 0644 as pid files are, owned by <paramref name="owner"/> (the
+    /// service account, as Net::Server chowns it) when given. The new content goes to a file of a
+    /// random name created here exclusively and without following links, its owner changed
+    /// through its descriptor, then renamed over the pid file: whoever may write the pid file's
+    /// directory cannot make root write or give away another file by a planted link.</summary>
+    public void Write(ServiceAccount? owner = null)
     {
-        string temp = _path + ".tmp";
-        File.WriteAllText(temp, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-        if (!OperatingSystem.IsWindows())
+        byte[] content = Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        if (!OperatingSystem.IsLinux())
         {
-            File.SetUnixFileMode(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            File.WriteAllBytes(_path, content);
+            _written = true;
+            return;
         }
-        File.Move(temp, _path, overwrite: true);
+        string directory = System.IO.Path.GetDirectoryName(_path)!;
+        string temp;
+        int fd;
+        int attempts = 0;
+        do
+        {
+            temp = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(_path)}.{Guid.NewGuid():N}");
+            fd = Libc.OpenAt(Libc.CurrentDirectory, temp, Libc.OpenWriteOnly | Libc.OpenCreate | Libc.OpenExclusive | Libc.OpenNoFollow | Libc.OpenCloseOnExec, 0x1A4);
+        }
+        while (fd < 0 && Libc.LastError == Libc.ErrorExists && ++attempts < 10);
+        if (fd < 0)
+        {
+            throw new IOException($"can't write pid file {_path}: {Libc.LastErrorMessage}");
+        }
+        bool moved = false;
+        try
+        {
+            using (var stream = new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 0))
+            {
+                stream.Write(content);
+                // umask 077 applies to open(2)'s mode; pid files are read by everyone.
+                if (Libc.ChangeMode(fd, 0x1A4) != 0 || (owner is not null && Libc.ChangeOwner(fd, owner.Uid, owner.Gid) != 0))
+                {
+                    throw new IOException($"can't write pid file {_path}: {Libc.LastErrorMessage}");
+                }
+            }
+            File.Move(temp, _path, overwrite: true); // rename(2): replaces a link, never follows it
+            moved = true;
+        }
+        finally
+        {
+            if (!moved)
+            {
+                File.Delete(temp);
+            }
+        }
         _written = true;
     }
 

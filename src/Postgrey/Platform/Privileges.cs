@@ -66,27 +66,6 @@ internal static class Privileges
         return new ServiceAccount(name, account.Uid, group, gid);
     }
 
-    /// <summary>Gives the database directory and the files in it to the account, so that it can
-    /// write them after the drop and at its next start (postgrey's files are owned by postgrey).</summary>
-    public static void GiveDirectory(string directory, ServiceAccount account)
-    {
-        ArgumentNullException.ThrowIfNull(account);
-        Chown(directory, account);
-        foreach (string file in Directory.EnumerateFiles(directory))
-        {
-            Chown(file, account);
-        }
-    }
-
-    public static void Chown(string path, ServiceAccount account)
-    {
-        ArgumentNullException.ThrowIfNull(account);
-        if (Libc.ChangeOwner(path, account.Uid, account.Gid) != 0)
-        {
-            throw new IOException($"can't give {path} to {account.User}: {Libc.LastErrorMessage}");
-        }
-    }
-
     /// <summary>setgroups, setgid, setuid, in that order (the other order would leave root's
     /// groups), then checks that root cannot be regained.</summary>
     public static void Drop(ServiceAccount account)

@@ -14,7 +14,7 @@ namespace Postgrey.Platform;
 internal sealed class ProcessSignals : IDisposable
 {
     private readonly List<PosixSignalRegistration> _registrations = [];
-    private readonly Action _beforeExit;
+    private Action _beforeExit = () => { };
     private readonly object _gate = new();
     private Action? _stop;
     private Action? _reload;
@@ -23,14 +23,39 @@ internal sealed class ProcessSignals : IDisposable
     private int _stops;
     private long _firstStop;
 
-    public ProcessSignals(Action beforeExit)
+    /// <summary>Made first thing in Main: until then SIGHUP's default action, ending the process,
+    /// is in force, and any code before (parsing the flags loads and compiles a good deal) makes
+    /// that window longer.</summary>
+    public ProcessSignals()
     {
-        _beforeExit = beforeExit;
         _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStop));
         _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStop));
+        if (OperatingSystem.IsLinux())
+        {
+            // An ignored SIGHUP (-d's foreground process ignores it for the daemon it starts,
+            // nohup does too) is inherited, and .NET leaves an ignored signal ignored: the
+            // handler below would never run. Default first, then at once the handler.
+            Libc.DefaultHangUp();
+        }
         if (!OperatingSystem.IsWindows())
         {
             _registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnReload));
+        }
+    }
+
+    /// <summary>What a second stop signal does before the process ends (write out the log).</summary>
+    public void OnExitAtOnce(Action beforeExit) => _beforeExit = beforeExit;
+
+    /// <summary>True once a stop signal came and nothing was attached to act on it: the start
+    /// checks it before each step, so a stop sent while starting ends it before it serves.</summary>
+    public bool StopRequested
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _stopPending;
+            }
         }
     }
 

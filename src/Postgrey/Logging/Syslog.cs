@@ -1,6 +1,6 @@
 using Serilog.Events;
 
-namespace Postgrey.Hosting;
+namespace Postgrey.Logging;
 
 /// <summary>Syslog severities of our levels: postgrey's (Net::Server's) map of its log levels,
 /// so that a filter on priorities sees what it saw with postgrey: warnings (postgrey level 1)

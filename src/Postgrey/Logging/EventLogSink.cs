@@ -1,8 +1,10 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.Versioning;
 using Serilog.Events;
+using Serilog.Formatting;
 
-namespace Postgrey.Hosting;
+namespace Postgrey.Logging;
 
 /// <summary>
 /// Run as a Windows service there is no console: lines go to the Application event log under
@@ -10,13 +12,11 @@ namespace Postgrey.Hosting;
 /// entry type of their level.
 /// </summary>
 [SupportedOSPlatform("windows")]
-internal sealed class EventLogSink : BufferedSink
+internal sealed class EventLogSink(ITextFormatter formatter) : BatchedSink(formatter, PostgreyLogging.QueueLimit)
 {
     private readonly EventLog _log = new("Application") { Source = "postgrey" };
 
-    public EventLogSink() => Start();
-
-    protected override void Write(List<LogEvent> batch)
+    protected override void Write(IReadOnlyCollection<LogEvent> batch)
     {
         foreach (LogEvent logEvent in batch)
         {
@@ -26,9 +26,11 @@ internal sealed class EventLogSink : BufferedSink
                 LogEventLevel.Warning => EventLogEntryType.Warning,
                 _ => EventLogEntryType.Information,
             };
+            using var text = new StringWriter(CultureInfo.InvariantCulture);
+            Formatter.Format(logEvent, text);
             try
             {
-                _log.WriteEntry(string.Join(Environment.NewLine, NetServerLogFormatter.Lines(logEvent)), type);
+                _log.WriteEntry(text.ToString().TrimEnd('\n').Replace("\n", Environment.NewLine, StringComparison.Ordinal), type);
             }
             catch (Exception ex) when (ex is InvalidOperationException or System.ComponentModel.Win32Exception or ArgumentException)
             {

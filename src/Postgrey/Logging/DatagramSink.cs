@@ -1,15 +1,17 @@
 using System.Globalization;
 using System.Net.Sockets;
+using System.Text;
 using Serilog.Events;
+using Serilog.Formatting;
 
-namespace Postgrey.Hosting;
+namespace Postgrey.Logging;
 
 /// <summary>
 /// Sends each log line as one datagram to a local Unix socket: the syslog socket or journald's.
 /// Without a daemon listening it keeps serving, says so once on stderr and tries again every
 /// 10 seconds (a syslogd restarted by log rotation must not lose us for good).
 /// </summary>
-internal abstract class DatagramSink : BufferedSink
+internal abstract class DatagramSink : BatchedSink
 {
     private static readonly TimeSpan RetryEvery = TimeSpan.FromSeconds(10);
 
@@ -18,12 +20,16 @@ internal abstract class DatagramSink : BufferedSink
     private Socket? _socket;
     private long _retryAfter;
     private bool _reported;
+    private readonly StringWriter _event = new(CultureInfo.InvariantCulture);
 
-    protected DatagramSink(string path, TextWriter? problems)
+    protected DatagramSink(ITextFormatter formatter, string path, TextWriter? problems, int queueLimit)
+        : base(formatter, queueLimit)
     {
         _path = path;
         _problems = problems ?? Console.Error;
         Connect();
+        // stderr is not where these lines go, so it can say at once that they are being lost.
+        Queue.DroppingStarted = () => Say($"postgrey: {_path} does not keep up: log lines are dropped (their count follows in the log)");
     }
 
     protected static string Pid { get; } = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
@@ -32,20 +38,28 @@ internal abstract class DatagramSink : BufferedSink
     public bool Connected => _socket is not null;
 
     /// <summary>The datagram for one line of <paramref name="logEvent"/>.</summary>
-    protected abstract ReadOnlySpan<byte> Encode(LogEvent logEvent, string line);
+    protected abstract ReadOnlySpan<byte> Encode(LogEvent logEvent, ReadOnlySpan<char> line);
 
-    protected override void Write(List<LogEvent> batch)
+    protected override void Write(IReadOnlyCollection<LogEvent> batch)
     {
+        StringBuilder text = _event.GetStringBuilder();
         foreach (LogEvent logEvent in batch)
         {
-            foreach (string line in NetServerLogFormatter.Lines(logEvent))
+            text.Clear();
+            Formatter.Format(logEvent, _event);
+            // One datagram per line ('\n' only: the formatter escapes every other control).
+            ReadOnlySpan<char> rest = text.ToString().AsSpan().TrimEnd('\n');
+            while (_socket is not null || Connect())
             {
-                if (_socket is null && !Connect())
+                int end = rest.IndexOf('\n');
+                Send(Encode(logEvent, end < 0 ? rest : rest[..end]));
+                if (end < 0)
                 {
-                    break; // no daemon: the line is lost, as with postgrey
+                    break;
                 }
-                Send(Encode(logEvent, NetServerLogFormatter.EscapeControls(line)));
+                rest = rest[(end + 1)..];
             }
+            // without a daemon the lines are lost, as with postgrey
         }
     }
 
@@ -106,14 +120,22 @@ internal abstract class DatagramSink : BufferedSink
             return;
         }
         _reported = true;
-        try
+        Say($"postgrey: can't log to {_path}: {reason}; still serving, log lines are lost until it is back");
+    }
+
+    private void Say(string problem)
+    {
+        lock (_problems)
         {
-            _problems.WriteLine($"postgrey: can't log to {_path}: {reason}; still serving, log lines are lost until it is back");
-            _problems.Flush();
-        }
-        catch (IOException)
-        {
-            // detached: stderr is /dev/null
+            try
+            {
+                _problems.WriteLine(problem);
+                _problems.Flush();
+            }
+            catch (IOException)
+            {
+                // detached: stderr is /dev/null
+            }
         }
     }
 
@@ -123,7 +145,11 @@ internal abstract class DatagramSink : BufferedSink
         _socket = null;
     }
 
-    protected override void Close() => Disconnect();
+    protected override void Close()
+    {
+        Disconnect();
+        _event.Dispose();
+    }
 }
 
 /// <summary>
@@ -137,15 +163,14 @@ internal sealed class SyslogSink : DatagramSink
     private readonly string _tag;
     private readonly byte[] _buffer = new byte[16 * 1024];
 
-    public SyslogSink(string path, int facility, string ident, TextWriter? problems = null)
-        : base(path, problems)
+    public SyslogSink(ITextFormatter formatter, string path, int facility, string ident, TextWriter? problems = null, int queueLimit = PostgreyLogging.QueueLimit)
+        : base(formatter, path, problems, queueLimit)
     {
         _facility = facility;
         _tag = $"{ident}[{Pid}]: ";
-        Start();
     }
 
-    protected override ReadOnlySpan<byte> Encode(LogEvent logEvent, string line)
+    protected override ReadOnlySpan<byte> Encode(LogEvent logEvent, ReadOnlySpan<char> line)
     {
         DateTime local = logEvent.Timestamp.ToLocalTime().DateTime;
         int priority = (_facility * 8) + SyslogSeverity.Of(logEvent.Level);
@@ -168,14 +193,13 @@ internal sealed class JournalSink : DatagramSink
     private readonly string _fields;
     private readonly byte[] _buffer = new byte[16 * 1024];
 
-    public JournalSink(string path, int facility, string ident, TextWriter? problems = null)
-        : base(path, problems)
+    public JournalSink(ITextFormatter formatter, string path, int facility, string ident, TextWriter? problems = null, int queueLimit = PostgreyLogging.QueueLimit)
+        : base(formatter, path, problems, queueLimit)
     {
         _fields = $"SYSLOG_FACILITY={facility.ToString(CultureInfo.InvariantCulture)}\nSYSLOG_IDENTIFIER={ident}\nSYSLOG_PID={Pid}\n";
-        Start();
     }
 
-    protected override ReadOnlySpan<byte> Encode(LogEvent logEvent, string line)
+    protected override ReadOnlySpan<byte> Encode(LogEvent logEvent, ReadOnlySpan<char> line)
     {
         var writer = new DatagramWriter(_buffer);
         writer.Ascii("PRIORITY=");
@@ -204,9 +228,9 @@ internal ref struct DatagramWriter(byte[] buffer)
         _length += System.Text.Encoding.ASCII.GetBytes(text.AsSpan(0, n), _buffer[_length..]);
     }
 
-    public void Utf8(string text) => _length += EncodeCut(text, _buffer[_length..]);
+    public void Utf8(ReadOnlySpan<char> text) => _length += EncodeCut(text, _buffer[_length..]);
 
-    public void LengthPrefixedUtf8(string text)
+    public void LengthPrefixedUtf8(ReadOnlySpan<char> text)
     {
         Span<byte> length = _buffer.Slice(_length, 8);
         _length += 8;
@@ -215,13 +239,13 @@ internal ref struct DatagramWriter(byte[] buffer)
         _length += n;
     }
 
-    private static int EncodeCut(string text, Span<byte> target)
+    private static int EncodeCut(ReadOnlySpan<char> text, Span<byte> target)
     {
         var encoding = System.Text.Encoding.UTF8;
         if (encoding.GetByteCount(text) <= target.Length)
         {
             return encoding.GetBytes(text, target);
         }
-        return encoding.GetBytes(text.AsSpan(0, target.Length / 3), target);
+        return encoding.GetBytes(text[..(target.Length / 3)], target);
     }
 }

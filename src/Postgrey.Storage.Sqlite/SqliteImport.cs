@@ -1,0 +1,184 @@
+using Microsoft.Data.Sqlite;
+
+namespace Postgrey.Storage.Sqlite;
+
+/// <summary>A triplet as stored: postgrey's key, first and last seen (unix seconds).</summary>
+public readonly record struct TripletRow(string Key, long FirstSeen, long LastSeen);
+
+/// <summary>An auto-whitelisted client as stored: its key, the passed-triplet count, last seen.</summary>
+public readonly record struct ClientRow(string Key, long Count, long LastSeen);
+
+/// <summary>What an import wrote: rows added or overwritten, and rows left as they were.</summary>
+public sealed record ImportCounts(long Triplets, long Clients, long Kept);
+
+/// <summary>
+/// Bulk moves into and out of the store's database, for <c>postgrey import</c> and
+/// <c>postgrey export</c>. The import runs on a connection of its own while holding
+/// postgrey.lock, so never beside a running service, and writes everything in one transaction:
+/// a failure leaves the database as it was.
+/// </summary>
+public static class SqliteImport
+{
+    /// <summary>
+    /// Takes postgrey.lock in <paramref name="options"/>' directory (throws
+    /// <see cref="StoreLockedException"/> when the service or another import holds it), creates
+    /// or migrates the database as the store would, and upserts every row in one transaction. A key
+    /// already present keeps its row unless <paramref name="replace"/>; a row equal to the stored
+    /// one is kept either way, so that an import run twice changes nothing.
+    /// </summary>
+    public static ImportCounts Upsert(SqliteStoreOptions options, IEnumerable<TripletRow> triplets, IEnumerable<ClientRow> clients, bool replace)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(triplets);
+        ArgumentNullException.ThrowIfNull(clients);
+        Directory.CreateDirectory(options.Directory);
+        using FileStream lockFile = AcquireLock(options.LockPath);
+
+        bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
+        CreatePrivateFile(options.DatabasePath);
+        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = options.DatabasePath,
+            Mode = SqliteOpenMode.ReadWrite,
+            Pooling = false,
+            DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
+        }.ToString());
+        connection.Open();
+        if (isNew)
+        {
+            // As SqliteGreylistStore.Open: the page size must be set before the first table.
+            Schema.Execute(connection, $"PRAGMA page_size = {Schema.PageSize}");
+        }
+        Schema.Execute(connection, $"PRAGMA busy_timeout = {(int)options.BusyTimeout.TotalMilliseconds}");
+        Schema.Execute(connection, "PRAGMA journal_mode = WAL");
+        Schema.Execute(connection, "PRAGMA synchronous = FULL"); // one commit: make it durable
+        Schema.Migrate(connection);
+
+        // The update only where a value differs: SQLite counts an UPDATE that writes the same
+        // values as a change, and the second run of an import must report nothing imported.
+        string tripletConflict = replace
+            ? "DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen WHERE first_seen <> excluded.first_seen OR last_seen <> excluded.last_seen"
+            : "DO NOTHING";
+        string clientConflict = replace
+            ? "DO UPDATE SET count = excluded.count, last_seen = excluded.last_seen WHERE count <> excluded.count OR last_seen <> excluded.last_seen"
+            : "DO NOTHING";
+
+        using SqliteTransaction tx = connection.BeginTransaction();
+        long importedTriplets = 0, importedClients = 0, kept = 0;
+        using (var insert = connection.CreateCommand())
+        {
+            insert.Transaction = tx;
+            insert.CommandText = $"INSERT INTO triplets (key, first_seen, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {tripletConflict}";
+            var (k, a, b) = (insert.Parameters.Add("$k", SqliteType.Text), insert.Parameters.Add("$a", SqliteType.Integer), insert.Parameters.Add("$b", SqliteType.Integer));
+            insert.Prepare();
+            foreach (TripletRow row in triplets)
+            {
+                (k.Value, a.Value, b.Value) = (row.Key, row.FirstSeen, row.LastSeen);
+                if (insert.ExecuteNonQuery() > 0)
+                {
+                    importedTriplets++;
+                }
+                else
+                {
+                    kept++;
+                }
+            }
+        }
+        using (var insert = connection.CreateCommand())
+        {
+            insert.Transaction = tx;
+            insert.CommandText = $"INSERT INTO clients (key, count, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {clientConflict}";
+            var (k, a, b) = (insert.Parameters.Add("$k", SqliteType.Text), insert.Parameters.Add("$a", SqliteType.Integer), insert.Parameters.Add("$b", SqliteType.Integer));
+            insert.Prepare();
+            foreach (ClientRow row in clients)
+            {
+                (k.Value, a.Value, b.Value) = (row.Key, row.Count, row.LastSeen);
+                if (insert.ExecuteNonQuery() > 0)
+                {
+                    importedClients++;
+                }
+                else
+                {
+                    kept++;
+                }
+            }
+        }
+        tx.Commit();
+        return new ImportCounts(importedTriplets, importedClients, kept);
+    }
+
+    /// <summary>Every triplet of the database in <paramref name="options"/>' directory, in key
+    /// order, read in one transaction: consistent, and safe beside a running service (WAL readers
+    /// never block its writer).</summary>
+    public static IReadOnlyList<TripletRow> ReadTriplets(SqliteStoreOptions options) =>
+        Read(options, "SELECT key, first_seen, last_seen FROM triplets ORDER BY key", r => new TripletRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2)));
+
+    /// <summary>Every auto-whitelisted client, as <see cref="ReadTriplets"/>.</summary>
+    public static IReadOnlyList<ClientRow> ReadClients(SqliteStoreOptions options) =>
+        Read(options, "SELECT key, count, last_seen FROM clients ORDER BY key", r => new ClientRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2)));
+
+    private static List<T> Read<T>(SqliteStoreOptions options, string sql, Func<SqliteDataReader, T> row)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (!File.Exists(options.DatabasePath))
+        {
+            throw new FileNotFoundException($"no database at {options.DatabasePath}", options.DatabasePath);
+        }
+        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = options.DatabasePath,
+            Mode = SqliteOpenMode.ReadOnly,
+            Pooling = false,
+            DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
+        }.ToString());
+        connection.Open();
+        long version = Schema.Scalar(connection, "SELECT coalesce(max(version), 0) FROM schema_version");
+        if (version != Schema.CurrentVersion)
+        {
+            throw new InvalidOperationException($"{options.DatabasePath} has schema version {version}; this program reads version {Schema.CurrentVersion}");
+        }
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        using SqliteDataReader reader = command.ExecuteReader();
+        var rows = new List<T>();
+        while (reader.Read())
+        {
+            rows.Add(row(reader));
+        }
+        return rows;
+    }
+
+    // The same lock as SqliteGreylistStore.AcquireLock (and postgrey's flock): FileShare.None
+    // is an exclusive flock(2) on Unix.
+    private static FileStream AcquireLock(string path)
+    {
+        try
+        {
+            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+            return new FileStream(path, options);
+        }
+        catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
+        {
+            throw new StoreLockedException(path);
+        }
+    }
+
+    // As the store: mode 0600, which SQLite gives its -wal and -shm files too.
+    private static void CreatePrivateFile(string path)
+    {
+        if (File.Exists(path) || OperatingSystem.IsWindows())
+        {
+            return;
+        }
+        using var _ = new FileStream(path, new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+    }
+}

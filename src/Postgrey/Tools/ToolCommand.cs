@@ -1,0 +1,50 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+
+namespace Postgrey.Tools;
+
+/// <summary>
+/// Runs a subcommand (<c>postgrey import</c>, <c>postgrey export</c>) as a tool, not a service:
+/// its own --help, bad usage exits 2 and a failure exits 1, each with one line on stderr.
+/// </summary>
+internal static class ToolCommand
+{
+    public const int Usage = 2;
+    public const int Failure = 1;
+
+    /// <summary>The subcommands, by name, for <c>postgrey NAME ...</c>.</summary>
+    public static Command? Find(string name) => name switch
+    {
+        "import" => ImportCommand.Create(),
+        "export" => ExportCommand.Create(),
+        _ => null,
+    };
+
+    /// <summary>Parses <paramref name="args"/> (without the subcommand's name) and runs the command's action.</summary>
+    public static int Run(Command command, IReadOnlyList<string> args)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        if (!command.Options.OfType<HelpOption>().Any())
+        {
+            command.Options.Add(new HelpOption()); // a RootCommand brings its own; a lone Command does not
+        }
+        ParseResult parsed = command.Parse(args);
+        if (parsed.Action is HelpAction)
+        {
+            return parsed.Invoke();
+        }
+        if (parsed.Errors.Count > 0)
+        {
+            Console.Error.WriteLine($"postgrey {command.Name}: {parsed.Errors[0].Message.TrimEnd('.')} (see postgrey {command.Name} --help)");
+            return Usage;
+        }
+        return parsed.Invoke();
+    }
+
+    /// <summary>The one line a failure prints.</summary>
+    public static int Fail(string command, string message)
+    {
+        Console.Error.WriteLine($"postgrey {command}: ERROR: {message}");
+        return Failure;
+    }
+}
