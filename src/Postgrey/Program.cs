@@ -9,6 +9,7 @@ using Postgrey.Core.Whitelists;
 using Postgrey.Hosting;
 using Postgrey.Platform;
 using Postgrey.Server;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 using Serilog;
 using Serilog.Extensions.Logging;
@@ -118,7 +119,7 @@ internal static class Program
         var whitelists = new WhitelistProvider(whitelistFiles.Load(requireAll: false)!);
 
         DatabaseDirectory? dbdir = null;
-        SqliteGreylistStore? store = null;
+        IGreylistStore? store = null;
         PolicyListeners? listeners = null;
         try
         {
@@ -130,12 +131,18 @@ internal static class Program
             }
             try
             {
-                // The epoll transport hands each answer to its loop at once: let the writer do that.
-                store = SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
+                store = OpenStore(options, loggerFactory);
             }
             catch (StoreLockedException ex)
             {
                 Console.Error.WriteLine($"ERROR: locked: {ex.LockPath}");
+                return 1;
+            }
+            catch (PostgreSqlStoreException ex)
+            {
+                // A wrong password, a missing database or role: the admin must fix it, so say it and stop.
+                // (A server that is merely down is not an error: the store answers DUNNO until it is back.)
+                Console.Error.WriteLine($"ERROR: {ex.Message}");
                 return 1;
             }
             catch (LockFileException ex)
@@ -197,7 +204,7 @@ internal static class Program
         finally
         {
             listeners?.Dispose();
-            store?.Dispose(); // after every connection has been answered
+            (store as IDisposable)?.Dispose(); // after every connection has been answered
             dbdir?.Dispose(); // the start failed before the database was open: the dbdir goes back as it was
             pidFile?.Dispose();
         }
@@ -228,7 +235,19 @@ internal static class Program
         return PolicyListeners.Adopt(inherited, logger);
     }
 
-    private static IHost BuildHost(PostgreyOptions options, Serilog.ILogger serilog, SqliteGreylistStore store, PolicyListeners listeners, WhitelistProvider whitelists, WhitelistFiles whitelistFiles)
+    /// <summary>SQLite in --dbdir (the default), or the PostgreSQL database of --db, shared by
+    /// several hosts; --dbdir then still holds postgrey.lock.</summary>
+    private static IGreylistStore OpenStore(PostgreyOptions options, ILoggerFactory loggerFactory)
+    {
+        if (options.PostgreSql is { } shared)
+        {
+            return PostgreSqlGreylistStore.Open(shared, loggerFactory.CreateLogger<PostgreSqlGreylistStore>(), options.Storage.LockPath);
+        }
+        // The epoll transport hands each answer to its loop at once: let the writer do that.
+        return SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
+    }
+
+    private static IHost BuildHost(PostgreyOptions options, Serilog.ILogger serilog, IGreylistStore store, PolicyListeners listeners, WhitelistProvider whitelists, WhitelistFiles whitelistFiles)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {

@@ -118,6 +118,12 @@ public sealed partial class GreylistEngine
         {
             throw;
         }
+        catch (StoreUnavailableException)
+        {
+            // The store logs an outage once when it starts and once when it ends; a line per
+            // request here would flood the log for as long as it lasts.
+            return Dunno;
+        }
         catch (Exception ex)
         {
             // Never hold mail hostage to a broken database: let Postfix go on without us.

@@ -58,4 +58,8 @@ public sealed record MaintenancePolicy(long Now, long MaxAgeSeconds, long DelayS
 }
 
 /// <summary>Entry counts before and after one maintenance run, for postgrey's log lines.</summary>
-public sealed record MaintenanceReport(long TripletsBefore, long TripletsAfter, long ClientsBefore, long ClientsAfter);
+public sealed record MaintenanceReport(long TripletsBefore, long TripletsAfter, long ClientsBefore, long ClientsAfter)
+{
+    /// <summary>A store shared by several hosts: another instance was cleaning, this run did nothing.</summary>
+    public bool Skipped { get; init; }
+}

@@ -65,3 +65,26 @@ internal readonly record struct FacilityName(string Name, int Code)
 
     public override string ToString() => Name;
 }
+
+/// <summary>--db-password-file: the password on its first line, read at start (while still
+/// root, so the file may be root's alone).</summary>
+internal readonly record struct DbPassword(string Password)
+{
+    public override string ToString() => "(password)";
+
+    public static bool TryRead(string path, out DbPassword password, out string error)
+    {
+        try
+        {
+            password = new DbPassword(File.ReadLines(path).FirstOrDefault() ?? "");
+            error = "";
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            password = default;
+            error = ex.Message;
+            return false;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Postgrey.Core.Greylisting;
 using Postgrey.Server;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Configuration;
@@ -64,6 +65,7 @@ internal static class OptionsMapper
                 Directory = Path.GetFullPath(Get(flags.DbDir)),
                 SyncEveryCommit = Get(flags.DbSync) == DbSync.Full,
             },
+            PostgreSql = SharedStore(flags, parsed),
             Logging = new LoggingOptions
             {
                 Verbosity = Get(flags.Quiet) ? Verbosity.Quiet : Get(flags.Verbose) ? Verbosity.Verbose : Verbosity.Normal,
@@ -83,6 +85,26 @@ internal static class OptionsMapper
             WhitelistRecipientFiles = whitelistRecipients.Length > 0 ? whitelistRecipients : null,
             MaintenanceInterval = TimeSpan.FromSeconds(Get(flags.MaintenanceInterval)),
             CompatibilityWarnings = warnings,
+        };
+    }
+
+    /// <summary>--db, --db-password-file, --db-timeout; null without --db (SQLite in --dbdir).</summary>
+    private static PostgreSqlStoreOptions? SharedStore(PostgreyCommandLine flags, ParseResult parsed)
+    {
+        if (parsed.GetValue(flags.Db) is not { } given)
+        {
+            return null;
+        }
+        var builder = new Npgsql.NpgsqlConnectionStringBuilder(given.ConnectionString);
+        if (PostgreyCommandLine.IsGiven(parsed.RootCommandResult, flags.DbPasswordFile))
+        {
+            builder.Password = parsed.GetValue(flags.DbPasswordFile).Password;
+        }
+        return new PostgreSqlStoreOptions
+        {
+            ConnectionString = builder.ConnectionString,
+            Description = PostgreSqlConnectionString.Describe(builder),
+            Timeout = TimeSpan.FromSeconds(parsed.GetValue(flags.DbTimeout)),
         };
     }
 }

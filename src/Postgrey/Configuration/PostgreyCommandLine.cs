@@ -7,6 +7,8 @@ using System.Text;
 using Postgrey.Core.Greylisting;
 using Postgrey.Platform;
 using Postgrey.Server;
+using Postgrey.Storage.PostgreSql;
+using Npgsql;
 
 namespace Postgrey.Configuration;
 
@@ -90,6 +92,9 @@ internal sealed class PostgreyCommandLine
         DbSync = Choice("--db-sync", "normal: a killed process loses nothing; full: fsync every commit, survives power loss", Configuration.DbSync.Normal);
         Transport = Choice("--transport", "epoll: one loop for every connection (Linux only); sockets: a task per connection", Server.Transport,
             t => t == PolicyTransport.Epoll && !OperatingSystem.IsLinux() ? "needs Linux" : null);
+        Db = SharedDatabase();
+        DbPasswordFile = Value<DbPassword>("--db-password-file", "PATH", "file holding the PostgreSQL password, first line (else PGPASSWORD, PGPASSFILE or ~/.pgpass)", null, DbPassword.TryRead);
+        DbTimeout = Number("--db-timeout", "SECONDS", "longest wait for PostgreSQL before answering DUNNO", (long)new PostgreSqlStoreOptions { ConnectionString = "", Description = "" }.Timeout.TotalSeconds, 1, 600);
         LogFormat = Choice("--log-format", "text: postgrey's lines; json: one JSON object per line", Logging.Format);
     }
 
@@ -132,6 +137,9 @@ internal sealed class PostgreyCommandLine
     public Option<string> SyslogSocket { get; }
     public Option<PolicyTransport> Transport { get; }
     public Option<LogFormat> LogFormat { get; }
+    public Option<NpgsqlConnectionStringBuilder> Db { get; }
+    public Option<DbPassword> DbPasswordFile { get; }
+    public Option<int> DbTimeout { get; }
 
     /// <summary>Every option, for the help text and the coverage test.</summary>
     public IEnumerable<Option> Options => _root.Options;
@@ -149,6 +157,10 @@ internal sealed class PostgreyCommandLine
         if (!IsGiven(parsed.RootCommandResult, Inet) && !IsGiven(parsed.RootCommandResult, Unix))
         {
             errors.Add("--unix or --inet must be specified");
+        }
+        if (!IsGiven(parsed.RootCommandResult, Db) && (IsGiven(parsed.RootCommandResult, DbPasswordFile) || IsGiven(parsed.RootCommandResult, DbTimeout)))
+        {
+            errors.Add("--db-password-file and --db-timeout need --db=postgresql://...");
         }
         return errors;
     }
@@ -348,6 +360,28 @@ internal sealed class PostgreyCommandLine
                 return default;
             };
         }
+        return Add(option);
+    }
+
+    /// <summary>--db: the URI (or libpq key=value list) of the shared PostgreSQL store. Its
+    /// errors do not repeat the value, which may hold a password.</summary>
+    private Option<NpgsqlConnectionStringBuilder> SharedDatabase()
+    {
+        var option = new Option<NpgsqlConnectionStringBuilder>("--db")
+        {
+            Description = "shared PostgreSQL store, postgresql://USER@HOST:PORT/DBNAME (default: SQLite in --dbdir)",
+            HelpName = "URI",
+            CustomParser = result =>
+            {
+                string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
+                NpgsqlConnectionStringBuilder? builder = PostgreSqlConnectionString.Parse(text, out string error);
+                if (builder is null)
+                {
+                    result.AddError($"--db: {error}");
+                }
+                return builder;
+            },
+        };
         return Add(option);
     }
 

@@ -1,5 +1,6 @@
 using Postgrey.Core.Greylisting;
 using Postgrey.Server;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Configuration;
@@ -10,6 +11,9 @@ internal sealed record PostgreyOptions
     public required GreylistOptions Greylist { get; init; }
     public required ServerOptions Server { get; init; }
     public required SqliteStoreOptions Storage { get; init; }
+
+    /// <summary>--db: the shared PostgreSQL store instead of SQLite; null: SQLite in --dbdir.</summary>
+    public PostgreSqlStoreOptions? PostgreSql { get; init; }
     public required LoggingOptions Logging { get; init; }
     public required ServiceOptions Service { get; init; }
 

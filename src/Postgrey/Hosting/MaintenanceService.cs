@@ -55,6 +55,10 @@ internal sealed partial class MaintenanceService(
         try
         {
             MaintenanceReport report = await store.CleanAsync(policy, cancellationToken);
+            if (report.Skipped)
+            {
+                return; // another host sharing the store cleans it; the store said so
+            }
             Log.MainFinished(logger, report.TripletsBefore, report.TripletsAfter);
             if (options.AutoWhitelistClients > 0)
             {

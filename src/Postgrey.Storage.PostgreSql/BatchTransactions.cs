@@ -1,0 +1,243 @@
+using System.Security.Cryptography;
+using System.Text;
+using Npgsql;
+using Postgrey.Core.Storage;
+
+namespace Postgrey.Storage.PostgreSql;
+
+/// <summary>
+/// First pass over a batch: each decision runs against this view, which finds nothing and
+/// keeps nothing, only the keys asked for. On the "nothing stored" path a decision reads every
+/// key it could touch (the engine reads the client, then the triplet), so these keys are, in
+/// practice, a superset of what the real run reads; a key missed here costs one round trip
+/// later (<see cref="BatchView"/>), not a wrong answer.
+/// </summary>
+internal sealed class KeyRecorder : IGreylistTransaction
+{
+    public HashSet<string> Triplets { get; } = new(StringComparer.Ordinal);
+
+    public HashSet<string> Clients { get; } = new(StringComparer.Ordinal);
+
+    public void Clear()
+    {
+        Triplets.Clear();
+        Clients.Clear();
+    }
+
+    public TripletRecord? FindTriplet(string key)
+    {
+        Triplets.Add(key);
+        return null;
+    }
+
+    public void SaveTriplet(string key, TripletRecord record) => Triplets.Add(key);
+
+    public ClientRecord? FindClient(string key)
+    {
+        Clients.Add(key);
+        return null;
+    }
+
+    public void SaveClient(string key, ClientRecord record) => Clients.Add(key);
+
+    /// <summary>
+    /// The advisory-lock ids of every key, sorted: every host takes its locks in this order, in
+    /// one statement, so two hosts' batches never wait for each other in a cycle. A lock id,
+    /// unlike a row lock, exists before its row does: two hosts seeing a new triplet at once
+    /// serialise on it, and the second one finds the first one's first-seen.
+    /// </summary>
+    public long[] LockIds()
+    {
+        var ids = new long[Triplets.Count + Clients.Count];
+        int i = 0;
+        foreach (string key in Triplets)
+        {
+            ids[i++] = LockId('t', key);
+        }
+        foreach (string key in Clients)
+        {
+            ids[i++] = LockId('c', key);
+        }
+        Array.Sort(ids);
+        return ids;
+    }
+
+    /// <summary>64 bits of SHA-256 of the table letter and key: the same on every host and
+    /// every .NET version (string.GetHashCode is randomised per process). A collision only
+    /// makes two keys wait for each other.</summary>
+    public static long LockId(char table, string key)
+    {
+        int length = Encoding.UTF8.GetByteCount(key) + 1;
+        byte[] bytes = new byte[length];
+        bytes[0] = (byte)table;
+        Encoding.UTF8.GetBytes(key, bytes.AsSpan(1));
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(bytes, hash);
+        return BitConverter.ToInt64(hash);
+    }
+}
+
+/// <summary>
+/// The batch's rows in memory, as read under the batch's locks: decisions run against it one
+/// after the other (so they see each other's writes, as they would in sequence), and the rows
+/// they changed are written back in one statement per table. A decision that throws has its
+/// writes undone here, and the others of the batch go on.
+/// </summary>
+internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransaction
+{
+    private readonly Dictionary<string, TripletRecord?> _triplets = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ClientRecord?> _clients = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _dirtyTriplets = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _dirtyClients = new(StringComparer.Ordinal);
+    private readonly List<Action> _undo = [];
+
+    /// <summary>Keys read with a round trip of their own because the first pass missed them (for tests and the benchmark).</summary>
+    public int ExtraReads { get; private set; }
+
+    public void Clear()
+    {
+        _triplets.Clear();
+        _clients.Clear();
+        _dirtyTriplets.Clear();
+        _dirtyClients.Clear();
+        _undo.Clear();
+    }
+
+    public void Loaded(KeyRecorder keys)
+    {
+        foreach (string key in keys.Triplets)
+        {
+            _triplets[key] = null;
+        }
+        foreach (string key in keys.Clients)
+        {
+            _clients[key] = null;
+        }
+    }
+
+    public void LoadedTriplet(string key, TripletRecord record) => _triplets[key] = record;
+
+    public void LoadedClient(string key, ClientRecord record) => _clients[key] = record;
+
+    public void BeginDecision() => _undo.Clear();
+
+    /// <summary>Undoes the writes of the decision that just threw.</summary>
+    public void UndoDecision()
+    {
+        for (int i = _undo.Count - 1; i >= 0; i--)
+        {
+            _undo[i]();
+        }
+        _undo.Clear();
+    }
+
+    public TripletRecord? FindTriplet(string key)
+    {
+        if (!_triplets.TryGetValue(key, out TripletRecord? found))
+        {
+            (long, long)? row = Fetch('t', "SELECT first_seen, last_seen FROM triplets WHERE key = $1", key);
+            found = row is { } r ? new TripletRecord(r.Item1, r.Item2) : null;
+            _triplets[key] = found;
+        }
+        return found;
+    }
+
+    public void SaveTriplet(string key, TripletRecord record)
+    {
+        TripletRecord? before = FindTriplet(key);
+        bool wasDirty = !_dirtyTriplets.Add(key);
+        _triplets[key] = record;
+        _undo.Add(() =>
+        {
+            _triplets[key] = before;
+            if (!wasDirty)
+            {
+                _dirtyTriplets.Remove(key);
+            }
+        });
+    }
+
+    public ClientRecord? FindClient(string key)
+    {
+        if (!_clients.TryGetValue(key, out ClientRecord? found))
+        {
+            (long, long)? row = Fetch('c', "SELECT count, last_seen FROM clients WHERE key = $1", key);
+            found = row is { } r ? new ClientRecord(r.Item1, r.Item2) : null;
+            _clients[key] = found;
+        }
+        return found;
+    }
+
+    public void SaveClient(string key, ClientRecord record)
+    {
+        ClientRecord? before = FindClient(key);
+        bool wasDirty = !_dirtyClients.Add(key);
+        _clients[key] = record;
+        _undo.Add(() =>
+        {
+            _clients[key] = before;
+            if (!wasDirty)
+            {
+                _dirtyClients.Remove(key);
+            }
+        });
+    }
+
+    /// <summary>A key the first pass did not see: locked (out of order, so a deadlock is
+    /// possible; PostgreSQL detects it and the batch is run again), then read.</summary>
+    private (long, long)? Fetch(char table, string sql, string key)
+    {
+        ExtraReads++;
+        using var batch = new NpgsqlBatch(connection)
+        {
+            BatchCommands =
+            {
+                new NpgsqlBatchCommand("SELECT pg_advisory_xact_lock($1)") { Parameters = { new() { Value = KeyRecorder.LockId(table, key) } } },
+                new NpgsqlBatchCommand(sql) { Parameters = { new() { Value = key } } },
+            },
+        };
+        using NpgsqlDataReader reader = batch.ExecuteReader();
+        (long, long)? result = null;
+        do
+        {
+            while (reader.FieldCount == 2 && reader.Read())
+            {
+                result = (reader.GetInt64(0), reader.GetInt64(1));
+            }
+        }
+        while (reader.NextResult());
+        return result;
+    }
+
+    /// <summary>Adds the upserts of every changed row to <paramref name="batch"/>: one statement per table over arrays.</summary>
+    public void AddWrites(NpgsqlBatch batch)
+    {
+        if (_dirtyTriplets.Count > 0)
+        {
+            batch.BatchCommands.Add(Upsert("triplets", "first_seen", _dirtyTriplets, k => _triplets[k] is { } r ? (r.FirstSeen, r.LastSeen) : default));
+        }
+        if (_dirtyClients.Count > 0)
+        {
+            batch.BatchCommands.Add(Upsert("clients", "count", _dirtyClients, k => _clients[k] is { } r ? (r.Count, r.LastSeen) : default));
+        }
+    }
+
+    private static NpgsqlBatchCommand Upsert(string table, string first, HashSet<string> keys, Func<string, (long A, long B)> row)
+    {
+        var k = new string[keys.Count];
+        var a = new long[keys.Count];
+        var b = new long[keys.Count];
+        int i = 0;
+        foreach (string key in keys)
+        {
+            (a[i], b[i]) = row(key);
+            k[i++] = key;
+        }
+        return new NpgsqlBatchCommand(
+            $"INSERT INTO {table} (key, {first}, last_seen) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) " +
+            $"ON CONFLICT (key) DO UPDATE SET {first} = excluded.{first}, last_seen = excluded.last_seen")
+        {
+            Parameters = { new() { Value = k }, new() { Value = a }, new() { Value = b } },
+        };
+    }
+}

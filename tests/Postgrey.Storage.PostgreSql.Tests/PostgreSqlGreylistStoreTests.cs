@@ -1,0 +1,192 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using Postgrey.Core.Storage;
+using Postgrey.Testing;
+
+namespace Postgrey.Storage.PostgreSql.Tests;
+
+/// <summary>
+/// What only a shared store has to get right: several stores (as on several hosts) on one
+/// database, batching, schema, maintenance by one host at a time. Real PostgreSQL, a private cluster.
+/// </summary>
+public sealed class PostgreSqlGreylistStoreTests(PostgresCluster cluster) : IClassFixture<PostgresCluster>, IDisposable
+{
+    private readonly List<IDisposable> _disposables = [];
+
+    private PostgreSqlGreylistStore Open(string database, ILogger? logger = null, int stepRows = 2000)
+    {
+        var store = PostgreSqlGreylistStore.Open(PostgreSqlStores.Options(cluster, database, stepRows: stepRows), logger ?? NullLogger.Instance);
+        _disposables.Add(store);
+        return store;
+    }
+
+    private static ValueTask<T> Run<T>(PostgreSqlGreylistStore store, Func<IGreylistTransaction, T> work) =>
+        store.ExecuteAsync(work, static (tx, w) => w(tx), CancellationToken.None);
+
+    [Fact]
+    public async Task Open_NewDatabase_CreatesTheSchemaWithItsVersion()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        Open(db);
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT max(version) FROM schema_version", db));
+        Assert.Equal(2, await cluster.ScalarAsync("SELECT count(*) FROM pg_tables WHERE tablename IN ('triplets', 'clients')", db));
+    }
+
+    [Fact]
+    public async Task Open_TwoStoresAtOnceOnANewDatabase_OneSchema()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() => Open(db))));
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM schema_version", db));
+    }
+
+    [Fact]
+    public async Task Open_SchemaNewerThanThisProgram_Refuses()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        Open(db).Dispose();
+        await cluster.PsqlAsync("INSERT INTO schema_version VALUES (99)", db);
+        var ex = Assert.Throws<PostgreSqlStoreException>(() => Open(db));
+        Assert.Contains("schema version 99", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_ManyConcurrentDecisions_AreBatched()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db);
+        const int n = 2000;
+        await Task.WhenAll(Enumerable.Range(0, n).Select(i => Task.Run(async () =>
+            await Run(store, tx =>
+            {
+                tx.FindClient($"c{i % 50}");
+                tx.SaveTriplet($"t{i}", new TripletRecord(i, i));
+                return 0;
+            }))));
+        Assert.Equal(n, await cluster.ScalarAsync("SELECT count(*) FROM triplets", db));
+        // Far fewer transactions than decisions; every key found by the first pass.
+        Assert.True(store.Batches < n / 4, $"{store.Batches} transactions for {n} decisions");
+        Assert.Equal(0, store.ExtraReads);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_KeyTheFirstPassMissed_IsReadInTheSameTransaction()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db);
+        await Run(store, tx => { tx.SaveTriplet("pointer", new TripletRecord(7, 7)); tx.SaveTriplet("k7", new TripletRecord(70, 71)); return 0; });
+        // The key it reads depends on what it found: the first pass (which finds nothing) cannot know it.
+        TripletRecord? found = await Run(store, tx => tx.FindTriplet("pointer") is { } p ? tx.FindTriplet($"k{p.FirstSeen}") : null);
+        Assert.Equal(new TripletRecord(70, 71), found);
+        Assert.Equal(1, store.ExtraReads);
+    }
+
+    [Fact]
+    public async Task TwoStores_GreylistedViaA_FoundViaB()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var a = Open(db);
+        var b = Open(db);
+        await Run(a, tx => { tx.SaveTriplet("t", new TripletRecord(1000, 1000)); return 0; });
+        Assert.Equal(new TripletRecord(1000, 1000), await Run(b, tx => tx.FindTriplet("t")));
+    }
+
+    [Fact]
+    public async Task TwoStores_200ConcurrentFirstRequestsOfOneTriplet_OneRowOneFirstSeen()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var a = Open(db);
+        var b = Open(db);
+        // Each request would store its own first-seen if it found none: exactly one may.
+        var results = await Task.WhenAll(Enumerable.Range(1, 200).Select(i => Task.Run(async () =>
+            await Run(i % 2 == 0 ? a : b, tx =>
+            {
+                TripletRecord? found = tx.FindTriplet("192.0.2/a@example.net/b@example.org");
+                long first = found?.FirstSeen ?? i;
+                tx.SaveTriplet("192.0.2/a@example.net/b@example.org", new TripletRecord(first, i));
+                return (Created: found is null, First: first);
+            }))));
+        var created = Assert.Single(results, r => r.Created);
+        Assert.All(results, r => Assert.Equal(created.First, r.First));
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM triplets", db));
+        Assert.Equal(created.First, await cluster.ScalarAsync("SELECT first_seen FROM triplets", db));
+    }
+
+    [Fact]
+    public async Task TwoStores_AutoWhitelistCountsFromBoth_NoneLost()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var a = Open(db);
+        var b = Open(db);
+        const int n = 400;
+        await Task.WhenAll(Enumerable.Range(0, n).Select(i => Task.Run(async () =>
+            await Run(i % 2 == 0 ? a : b, tx =>
+            {
+                long count = tx.FindClient("192.0.2")?.Count ?? 0;
+                tx.SaveClient("192.0.2", new ClientRecord(count + 1, i));
+                return 0;
+            }))));
+        Assert.Equal(n, await cluster.ScalarAsync("SELECT count FROM clients WHERE key = '192.0.2'", db));
+    }
+
+    [Fact]
+    public async Task CleanAsync_AnotherInstanceIsCleaning_SkipsAndSaysSo()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var logs = new CapturingLoggerProvider();
+        using var factory = new LoggerFactory([logs]);
+        var b = Open(db, factory.CreateLogger("b"));
+        await Run(b, tx => { tx.SaveTriplet("old", new TripletRecord(1, 2)); return 0; });
+        var policy = new MaintenancePolicy(100 * 86400, 35 * 86400, 300, 2 * 86400);
+
+        // Another instance in the middle of its run holds the cleaning lock on its connection.
+        await using (var other = new NpgsqlConnection(PostgreSqlStores.Options(cluster, db).ConnectionString + ";Pooling=false"))
+        {
+            await other.OpenAsync(TestContext.Current.CancellationToken);
+            await using var take = new NpgsqlCommand("SELECT pg_try_advisory_lock(" + Schema.LockClass + ", " + Schema.MaintenanceLock + ")", other);
+            Assert.True((bool)(await take.ExecuteScalarAsync(TestContext.Current.CancellationToken))!);
+
+            MaintenanceReport skipped = await b.CleanAsync(policy, CancellationToken.None);
+            Assert.True(skipped.Skipped);
+            Assert.Contains(logs.Messages(), m => m.StartsWith("cleaning skipped: another host sharing", StringComparison.Ordinal));
+            Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM triplets", db));
+        }
+
+        // That instance is gone (its lock with its connection): this one cleans.
+        MaintenanceReport ran = await b.CleanAsync(policy, CancellationToken.None);
+        Assert.False(ran.Skipped);
+        Assert.Equal(0, await cluster.ScalarAsync("SELECT count(*) FROM triplets", db));
+    }
+
+    [Fact]
+    public async Task CleanAsync_TwoInstancesAtOnce_OneCleansTheOtherSkips()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var a = Open(db, stepRows: 10);
+        var b = Open(db, stepRows: 10);
+        // Enough rows for many small steps, so the two runs overlap.
+        await cluster.PsqlAsync("INSERT INTO triplets SELECT 'k' || g, 1, 2 FROM generate_series(1, 20000) g", db);
+        var policy = new MaintenancePolicy(100 * 86400, 35 * 86400, 300, 2 * 86400);
+        var reports = await Task.WhenAll(a.CleanAsync(policy, CancellationToken.None).AsTask(), b.CleanAsync(policy, CancellationToken.None).AsTask());
+        Assert.Single(reports, r => r.Skipped);
+        Assert.Single(reports, r => !r.Skipped && r.TripletsBefore == 20000 && r.TripletsAfter == 0);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_AfterDispose_Throws()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db);
+        store.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await Run(store, tx => 0));
+    }
+
+    public void Dispose()
+    {
+        foreach (IDisposable d in _disposables)
+        {
+            d.Dispose();
+        }
+    }
+}
