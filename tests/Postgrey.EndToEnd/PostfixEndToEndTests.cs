@@ -48,7 +48,7 @@ public sealed class PostfixEndToEndTests : IDisposable
         await using var postfix = await PostfixInstance.StartAsync($"inet:127.0.0.1:{port}");
 
         await GreylistThenAcceptAsync(postfix, "bob@test.example", "e2e tcp");
-        Assert.Contains(postgrey.Lines, l => l.StartsWith("action=greylist, reason=new, client_name=unknown, client_address=127.0.0.1, sender=alice@sender.example, recipient=bob@test.example", StringComparison.Ordinal));
+        await postgrey.WaitForLineAsync(l => l.StartsWith("action=greylist, reason=new, client_name=unknown, client_address=127.0.0.1, sender=alice@sender.example, recipient=bob@test.example", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
     }
 
     [Fact]
@@ -64,8 +64,9 @@ public sealed class PostfixEndToEndTests : IDisposable
         Assert.Equal("250 2.1.5 Ok", await postfix.SendAsync("alice@sender.example", "carol@test.example", "e2e client whitelist", clientAddress: "127.0.0.2"));
         Assert.DoesNotContain("X-Greylist", await postfix.WaitForMessageAsync("e2e recipient whitelist"), StringComparison.Ordinal);
         Assert.DoesNotContain("X-Greylist", await postfix.WaitForMessageAsync("e2e client whitelist"), StringComparison.Ordinal);
-        Assert.Contains(postgrey.Lines, l => l.StartsWith("action=pass, reason=recipient whitelist,", StringComparison.Ordinal));
-        Assert.Contains(postgrey.Lines, l => l.StartsWith("action=pass, reason=client whitelist, client_name=unknown, client_address=127.0.0.2,", StringComparison.Ordinal));
+        // Lines are written in batches by a thread of their own: wait for them, bounded.
+        await postgrey.WaitForLineAsync(l => l.StartsWith("action=pass, reason=recipient whitelist,", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        await postgrey.WaitForLineAsync(l => l.StartsWith("action=pass, reason=client whitelist, client_name=unknown, client_address=127.0.0.2,", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
     }
 
     [Fact]
