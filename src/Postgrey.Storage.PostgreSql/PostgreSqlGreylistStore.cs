@@ -215,20 +215,8 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
 
     private static FileStream AcquireLock(string path)
     {
-        try
-        {
-            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            }
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            return new FileStream(path, options);
-        }
-        catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
-        {
-            throw new PostgreSqlStoreException($"locked: {path}", ex);
-        }
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        return LockFile.Acquire(path); // the one lock of every store: no link followed
     }
 
     public ValueTask<TResult> ExecuteAsync<TState, TResult>(

@@ -93,7 +93,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         ArgumentNullException.ThrowIfNull(logger);
         Directory.CreateDirectory(options.Directory);
 
-        FileStream lockFile = AcquireLock(options.LockPath);
+        FileStream lockFile = LockFile.Acquire(options.LockPath);
         SqliteConnection? connection = null;
         try
         {
@@ -220,8 +220,6 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         using SqliteDataReader result = checkpoint.ExecuteReader();
         return result.Read() ? result.GetInt64(1) : 0;
     }
-
-    private static FileStream AcquireLock(string path) => LockFile.Acquire(path);
 
     // postgrey runs with umask 077; SQLite gives -wal and -shm the database file's mode.
     private static void CreatePrivateFile(string path)

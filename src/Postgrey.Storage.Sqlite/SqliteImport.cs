@@ -1,4 +1,5 @@
 using Microsoft.Data.Sqlite;
+using Postgrey.Core.Storage;
 
 namespace Postgrey.Storage.Sqlite;
 
@@ -32,7 +33,7 @@ public static class SqliteImport
         ArgumentNullException.ThrowIfNull(triplets);
         ArgumentNullException.ThrowIfNull(clients);
         Directory.CreateDirectory(options.Directory);
-        using FileStream lockFile = AcquireLock(options.LockPath);
+        using FileStream lockFile = LockFile.Acquire(options.LockPath);
 
         bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
         CreatePrivateFile(options.DatabasePath);
@@ -146,25 +147,6 @@ public static class SqliteImport
             rows.Add(row(reader));
         }
         return rows;
-    }
-
-    // The same lock as SqliteGreylistStore.AcquireLock (and postgrey's flock): FileShare.None
-    // is an exclusive flock(2) on Unix.
-    private static FileStream AcquireLock(string path)
-    {
-        try
-        {
-            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            }
-            return new FileStream(path, options);
-        }
-        catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
-        {
-            throw new StoreLockedException(path);
-        }
     }
 
     // As the store: mode 0600, which SQLite gives its -wal and -shm files too.

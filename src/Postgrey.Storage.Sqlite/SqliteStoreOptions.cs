@@ -70,12 +70,6 @@ public sealed record SqliteStoreOptions
     public string LockPath => Path.Combine(Directory, LockFileName);
 }
 
-/// <summary>Another process holds postgrey.lock in the same dbdir.</summary>
-public sealed class StoreLockedException(string path) : IOException($"locked: {path}")
-{
-    public string LockPath { get; } = path;
-}
-
 /// <summary>The database file is damaged (its integrity check failed at start).</summary>
 public sealed class StoreDamagedException(string path, string problem, Exception? inner)
     : IOException(

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.Data.Sqlite;
+using Postgrey.Core.Storage;
 using Postgrey.Migration;
 using Postgrey.Migration.BerkeleyDb;
 using Postgrey.Storage.Sqlite;

@@ -1,16 +1,16 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace Postgrey.Storage.Sqlite;
+namespace Postgrey.Core.Storage;
 
 /// <summary>
 /// postgrey.lock: one instance per dbdir, by an exclusive flock(2) as postgrey takes it. On
 /// Linux it is opened without following a link (the dbdir belongs to the service account, and
 /// a root start must not open, create or lock a file elsewhere through one it planted), and
 /// each failure says what it is: another instance holding it, or a lock file that cannot be
-/// created or opened, and why.
+/// created or opened, and why. Every store takes it, and so do the tools that write a dbdir.
 /// </summary>
-internal static partial class LockFile
+public static partial class LockFile
 {
     private const int ErrorWouldBlock = 11; // EWOULDBLOCK
     private const int ErrorLoop = 40; // ELOOP: the last component is a link (O_NOFOLLOW)
@@ -78,6 +78,12 @@ internal static partial class LockFile
 
 /// <summary>postgrey.lock cannot be created, opened or locked (a read-only or foreign dbdir, a link).</summary>
 public sealed class LockFileException(string path, string message) : IOException(message)
+{
+    public string LockPath { get; } = path;
+}
+
+/// <summary>Another process holds postgrey.lock in the same dbdir.</summary>
+public sealed class StoreLockedException(string path) : IOException($"locked: {path}")
 {
     public string LockPath { get; } = path;
 }
