@@ -21,9 +21,6 @@ public sealed partial class PolicyListeners : IDisposable
 
     public IReadOnlyList<Socket> Sockets => _sockets;
 
-    /// <summary>True when the sockets came from the service manager.</summary>
-    public bool Inherited { get; private set; }
-
     /// <summary>Binds every --inet and --unix address; all or none (a failure closes the rest).</summary>
     public static PolicyListeners Bind(ServerOptions options, ILogger logger)
     {
@@ -58,7 +55,7 @@ public sealed partial class PolicyListeners : IDisposable
     {
         ArgumentNullException.ThrowIfNull(sockets);
         ArgumentNullException.ThrowIfNull(logger);
-        var listeners = new PolicyListeners(logger) { Inherited = true };
+        var listeners = new PolicyListeners(logger);
         foreach (Socket socket in sockets)
         {
             listeners._sockets.Add(socket);

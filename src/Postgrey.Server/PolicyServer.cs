@@ -50,8 +50,6 @@ public sealed partial class PolicyServer : BackgroundService
         return EpollTransport.IsChosen(options.Transport);
     }
 
-    public int ConnectionCount => _epoll?.ConnectionCount ?? _connections.Count;
-
     public override Task StartAsync(CancellationToken cancellationToken)
     {
         _listeners ??= PolicyListeners.Bind(_options, _logger);

@@ -473,12 +473,6 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
         }
     }
 
-    public ValueTask DisposeAsync()
-    {
-        Dispose();
-        return ValueTask.CompletedTask;
-    }
-
     /// <summary>Finishes every queued decision, closes the database (checkpointing the WAL) and
     /// releases postgrey.lock. Bounded: a writer still busy after
     /// <see cref="SqliteStoreOptions.DecisionTimeout"/> (stuck in the file system) is left to the

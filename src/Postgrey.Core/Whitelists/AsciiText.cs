@@ -19,13 +19,8 @@ internal static class AsciiText
         return true;
     }
 
-    public static bool EndsWithIgnoreCase(ReadOnlySpan<char> text, ReadOnlySpan<char> suffix) =>
-        text.Length >= suffix.Length && EqualsIgnoreCase(text[^suffix.Length..], suffix);
-
     public static bool StartsWithIgnoreCase(ReadOnlySpan<char> text, ReadOnlySpan<char> prefix) =>
         text.Length >= prefix.Length && EqualsIgnoreCase(text[..prefix.Length], prefix);
 
     public static char Fold(char c) => c is >= 'A' and <= 'Z' ? (char)(c + 32) : c;
-
-    public static string Lower(string s) => Greylisting.TripletKey.AsciiLower(s);
 }

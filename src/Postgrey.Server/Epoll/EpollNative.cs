@@ -25,16 +25,13 @@ internal static unsafe partial class EpollNative
     public const int SOCK_CLOEXEC = 0x80000;
     public const int EFD_NONBLOCK = 0x800;
     public const int EFD_CLOEXEC = 0x80000;
+    public const int EPOLL_CLOEXEC = 0x80000;
     public const int MSG_DONTWAIT = 0x40;
     public const int MSG_NOSIGNAL = 0x4000;
 
     public const int EINTR = 4;
     public const int EAGAIN = 11;
     public const int ECONNABORTED = 103;
-    public const int EMFILE = 24;
-    public const int ENFILE = 23;
-    public const int ENOBUFS = 105;
-    public const int ENOMEM = 12;
 
     public const int IPPROTO_TCP = 6;
     public const int TCP_NODELAY = 1;

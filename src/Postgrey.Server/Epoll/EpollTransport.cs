@@ -64,7 +64,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         _handler = handler;
         _warnRefused = warnRefused;
         _logger = logger;
-        _epoll = EpollNative.EpollCreate(EpollNative.SOCK_CLOEXEC);
+        _epoll = EpollNative.EpollCreate(EpollNative.EPOLL_CLOEXEC);
         if (_epoll < 0)
         {
             throw new IOException($"epoll_create1: {EpollNative.Describe(EpollNative.LastError)}");
