@@ -14,7 +14,9 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 # The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
 if dpkg-query -W -f='${Status}' postgrey 2>/dev/null | grep -q installed; then
-    pkill -x postgrey || true
+    # Stopped through its service or its init script's pid file, never by name.
+    service postgrey stop >/dev/null 2>&1 || true
+    if [ -s /run/postgrey.pid ]; then kill "$(cat /run/postgrey.pid)" 2>/dev/null || true; fi
     apt-get purge -y -qq postgrey >/dev/null
 fi
 getent passwd postgrey >/dev/null && userdel postgrey
