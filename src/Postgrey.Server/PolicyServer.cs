@@ -24,10 +24,13 @@ public sealed partial class PolicyServer : BackgroundService
     private long _nextConnectionId;
     private long _lastRefusalWarning;
     private PolicyListeners? _listeners;
+    private bool _ownsListeners;
     private EpollTransport? _epoll;
 
     /// <summary><paramref name="listeners"/>: sockets bound (or inherited) before the host
-    /// started; null binds --inet/--unix in <see cref="StartAsync"/>.</summary>
+    /// started, owned by whoever bound them (this server closes them at its stop, so that no
+    /// new connection comes in while the others drain); null binds --inet/--unix in
+    /// <see cref="StartAsync"/>, and those this server owns.</summary>
     public PolicyServer(ServerOptions options, PolicyConnectionHandler handler, ILogger<PolicyServer> logger, PolicyListeners? listeners = null)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -52,7 +55,11 @@ public sealed partial class PolicyServer : BackgroundService
 
     public override Task StartAsync(CancellationToken cancellationToken)
     {
-        _listeners ??= PolicyListeners.Bind(_options, _logger);
+        if (_listeners is null)
+        {
+            _listeners = PolicyListeners.Bind(_options, _logger);
+            _ownsListeners = true;
+        }
         if (EpollTransport.IsChosen(_options.Transport))
         {
             _epoll = new EpollTransport(_listeners.Sockets, _options, _handler, WarnRefused, _logger);
@@ -189,12 +196,15 @@ public sealed partial class PolicyServer : BackgroundService
         }
     }
 
-    private void CloseListeners() => _listeners?.Dispose();
+    private void CloseListeners() => _listeners?.Dispose(); // closing twice is harmless
 
     public override void Dispose()
     {
         _epoll?.Dispose();
-        CloseListeners();
+        if (_ownsListeners)
+        {
+            _listeners?.Dispose();
+        }
         _stopping.Dispose();
         base.Dispose();
     }
