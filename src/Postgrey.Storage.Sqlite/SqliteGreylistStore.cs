@@ -222,7 +222,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     }
 
     // postgrey runs with umask 077; SQLite gives -wal and -shm the database file's mode.
-    private static void CreatePrivateFile(string path)
+    internal static void CreatePrivateFile(string path)
     {
         if (File.Exists(path) || OperatingSystem.IsWindows())
         {

@@ -36,7 +36,7 @@ public static class SqliteImport
         using FileStream lockFile = LockFile.Acquire(options.LockPath);
 
         bool isNew = !File.Exists(options.DatabasePath) || new FileInfo(options.DatabasePath).Length == 0;
-        CreatePrivateFile(options.DatabasePath);
+        SqliteGreylistStore.CreatePrivateFile(options.DatabasePath);
         using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             DataSource = options.DatabasePath,
@@ -147,20 +147,5 @@ public static class SqliteImport
             rows.Add(row(reader));
         }
         return rows;
-    }
-
-    // As the store: mode 0600, which SQLite gives its -wal and -shm files too.
-    private static void CreatePrivateFile(string path)
-    {
-        if (File.Exists(path) || OperatingSystem.IsWindows())
-        {
-            return;
-        }
-        using var _ = new FileStream(path, new FileStreamOptions
-        {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        });
     }
 }
