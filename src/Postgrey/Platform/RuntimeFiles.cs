@@ -34,9 +34,16 @@ internal static class RuntimeFiles
     /// <summary>Loads every managed assembly of the program's directory that is not loaded yet.</summary>
     public static void LoadProgramAssemblies()
     {
+        string[] trusted = TrustedAssemblies();
+        if (trusted.Length == 0)
+        {
+            // Native AOT: nothing loads later. (Its satellite resource assemblies carry cultures
+            // that AssemblyName cannot even be asked about under invariant globalization.)
+            return;
+        }
         string own = AppContext.BaseDirectory;
         var loaded = AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name).ToHashSet(StringComparer.Ordinal);
-        foreach (string path in TrustedAssemblies())
+        foreach (string path in trusted)
         {
             if (!path.StartsWith(own, StringComparison.Ordinal) || loaded.Contains(Path.GetFileNameWithoutExtension(path)))
             {
