@@ -12,6 +12,11 @@ step() { echo "package test: $*"; }
 if ! command -v systemd-analyze >/dev/null; then
     apt-get install -y -qq systemd >/dev/null
 fi
+# A run that stopped half-way left ours installed: start from nothing, so that its
+# /etc/postgrey files install afresh.
+if dpkg-query -W -f='${Status}' postgrey-dotnet 2>/dev/null | grep -qE "installed|config-files"; then
+    dpkg --purge postgrey-dotnet >/dev/null
+fi
 # The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
 if dpkg-query -W -f='${Status}' postgrey 2>/dev/null | grep -q installed; then
     # Stopped through its service or its init script's pid file, never by name.
