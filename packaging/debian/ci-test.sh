@@ -14,7 +14,7 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 # A run that stopped half-way left ours installed: start from nothing, so that its
 # /etc/postgrey files install afresh.
-if dpkg-query -W -f='${Status}' postgrey-dotnet 2>/dev/null | grep -qE "installed|config-files"; then
+if dpkg-query -W -f='${Status}' postgrey-dotnet 2>/dev/null | grep -qE " (installed|config-files)$"; then
     dpkg --purge postgrey-dotnet >/dev/null
 fi
 # The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
