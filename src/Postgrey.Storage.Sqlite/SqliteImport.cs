@@ -65,47 +65,39 @@ public static class SqliteImport
             : "DO NOTHING";
 
         using SqliteTransaction tx = connection.BeginTransaction();
-        long importedTriplets = 0, importedClients = 0, kept = 0;
-        using (var insert = connection.CreateCommand())
-        {
-            insert.Transaction = tx;
-            insert.CommandText = $"INSERT INTO triplets (key, first_seen, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {tripletConflict}";
-            var (k, a, b) = (insert.Parameters.Add("$k", SqliteType.Text), insert.Parameters.Add("$a", SqliteType.Integer), insert.Parameters.Add("$b", SqliteType.Integer));
-            insert.Prepare();
-            foreach (TripletRow row in triplets)
-            {
-                (k.Value, a.Value, b.Value) = (row.Key, row.FirstSeen, row.LastSeen);
-                if (insert.ExecuteNonQuery() > 0)
-                {
-                    importedTriplets++;
-                }
-                else
-                {
-                    kept++;
-                }
-            }
-        }
-        using (var insert = connection.CreateCommand())
-        {
-            insert.Transaction = tx;
-            insert.CommandText = $"INSERT INTO clients (key, count, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {clientConflict}";
-            var (k, a, b) = (insert.Parameters.Add("$k", SqliteType.Text), insert.Parameters.Add("$a", SqliteType.Integer), insert.Parameters.Add("$b", SqliteType.Integer));
-            insert.Prepare();
-            foreach (ClientRow row in clients)
-            {
-                (k.Value, a.Value, b.Value) = (row.Key, row.Count, row.LastSeen);
-                if (insert.ExecuteNonQuery() > 0)
-                {
-                    importedClients++;
-                }
-                else
-                {
-                    kept++;
-                }
-            }
-        }
+        var (importedTriplets, keptTriplets) = Upsert(tx,
+            $"INSERT INTO triplets (key, first_seen, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {tripletConflict}",
+            triplets.Select(r => (r.Key, r.FirstSeen, r.LastSeen)));
+        var (importedClients, keptClients) = Upsert(tx,
+            $"INSERT INTO clients (key, count, last_seen) VALUES ($k, $a, $b) ON CONFLICT (key) {clientConflict}",
+            clients.Select(r => (r.Key, r.Count, r.LastSeen)));
         tx.Commit();
-        return new ImportCounts(importedTriplets, importedClients, kept);
+        return new ImportCounts(importedTriplets, importedClients, keptTriplets + keptClients);
+    }
+
+    /// <summary>Runs the prepared <paramref name="sql"/> once a row; counts the rows it wrote and
+    /// those the ON CONFLICT clause left as they were.</summary>
+    private static (long Written, long Kept) Upsert(SqliteTransaction tx, string sql, IEnumerable<(string Key, long A, long B)> rows)
+    {
+        using SqliteCommand insert = tx.Connection!.CreateCommand();
+        insert.Transaction = tx;
+        insert.CommandText = sql;
+        var (k, a, b) = (insert.Parameters.Add("$k", SqliteType.Text), insert.Parameters.Add("$a", SqliteType.Integer), insert.Parameters.Add("$b", SqliteType.Integer));
+        insert.Prepare();
+        long written = 0, kept = 0;
+        foreach (var row in rows)
+        {
+            (k.Value, a.Value, b.Value) = (row.Key, row.A, row.B);
+            if (insert.ExecuteNonQuery() > 0)
+            {
+                written++;
+            }
+            else
+            {
+                kept++;
+            }
+        }
+        return (written, kept);
     }
 
     /// <summary>Every triplet of the database in <paramref name="options"/>' directory, in key
