@@ -142,20 +142,7 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
         return found;
     }
 
-    public void SaveTriplet(string key, TripletRecord record)
-    {
-        TripletRecord? before = FindTriplet(key);
-        bool wasDirty = !_dirtyTriplets.Add(key);
-        _triplets[key] = record;
-        _undo.Add(() =>
-        {
-            _triplets[key] = before;
-            if (!wasDirty)
-            {
-                _dirtyTriplets.Remove(key);
-            }
-        });
-    }
+    public void SaveTriplet(string key, TripletRecord record) => Save(_triplets, _dirtyTriplets, key, FindTriplet(key), record);
 
     public ClientRecord? FindClient(string key)
     {
@@ -168,17 +155,21 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
         return found;
     }
 
-    public void SaveClient(string key, ClientRecord record)
+    public void SaveClient(string key, ClientRecord record) => Save(_clients, _dirtyClients, key, FindClient(key), record);
+
+    /// <summary>Writes <paramref name="record"/> into the batch's view and marks it to be written
+    /// back, with an undo step that restores <paramref name="before"/> if the decision fails.</summary>
+    private void Save<T>(Dictionary<string, T?> rows, HashSet<string> dirty, string key, T? before, T record)
+        where T : struct
     {
-        ClientRecord? before = FindClient(key);
-        bool wasDirty = !_dirtyClients.Add(key);
-        _clients[key] = record;
+        bool wasDirty = !dirty.Add(key);
+        rows[key] = record;
         _undo.Add(() =>
         {
-            _clients[key] = before;
+            rows[key] = before;
             if (!wasDirty)
             {
-                _dirtyClients.Remove(key);
+                dirty.Remove(key);
             }
         });
     }
