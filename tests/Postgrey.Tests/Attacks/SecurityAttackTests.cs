@@ -305,9 +305,12 @@ public sealed class SecurityAttackTests : IDisposable
         string readOnly = _dir.File("ro");
         Directory.CreateDirectory(readOnly);
         File.SetUnixFileMode(readOnly, (UnixFileMode)Convert.ToInt32("755", 8)); // root's: nobody may not create in it
+        // A copy nobody can read: the checkout itself may sit in a directory only root may enter.
+        string program = _dir.File("program");
+        CopyDirectory(Path.GetDirectoryName(BuiltPostgrey.DllPath)!, program);
 
         await using var process = PolicyServerProcess.Start("/usr/bin/setpriv",
-            ["--reuid=65534", "--regid=65534", "--clear-groups", "dotnet", BuiltPostgrey.DllPath,
+            ["--reuid=65534", "--regid=65534", "--clear-groups", "dotnet", Path.Combine(program, Path.GetFileName(BuiltPostgrey.DllPath)),
              $"--inet=127.0.0.1:{PolicyServerProcess.FreePort()}", $"--dbdir={readOnly}",
              $"--whitelist-clients={_dir.File("clients")}", $"--whitelist-recipients={_dir.File("recipients")}"]);
         await process.WaitForExitAsync(TimeSpan.FromSeconds(60));
