@@ -5,7 +5,11 @@ using Postgrey.Testing;
 
 namespace Postgrey.Storage.Sqlite.Tests;
 
-/// <summary>The store over real SQLite files in a temp directory.</summary>
+/// <summary>
+/// The store over real SQLite files in a temp directory: what is SQLite's own (files, WAL, locks,
+/// damage). The store contract, shared with PostgreSQL, is tested on both stores by
+/// Postgrey.Storage.PostgreSql.Tests/StoreContractTests.
+/// </summary>
 public sealed class SqliteGreylistStoreTests : IDisposable
 {
     private readonly TempDirectory _dir = new();
@@ -25,14 +29,6 @@ public sealed class SqliteGreylistStoreTests : IDisposable
 
     private static ValueTask<T> Run<T>(SqliteGreylistStore store, Func<IGreylistTransaction, T> work) =>
         store.ExecuteAsync(work, static (tx, w) => w(tx), CancellationToken.None);
-
-    [Fact]
-    public async Task ExecuteAsync_ReturnsOnlyAfterCommit_AnotherConnectionSeesTheWrite()
-    {
-        using var store = Open();
-        await Run(store, tx => { tx.SaveTriplet("k", new TripletRecord(10, 20)); return 0; });
-        Assert.Equal(1, Scalar("SELECT count(*) FROM triplets WHERE key = 'k' AND first_seen = 10 AND last_seen = 20"));
-    }
 
     [Theory]
     [InlineData(256 * 1024, true)]
@@ -58,77 +54,6 @@ public sealed class SqliteGreylistStoreTests : IDisposable
         Assert.Equal(written, Scalar("SELECT count(*) FROM triplets"));
         // Measured: about 7 MB with the limit, about 70 MB without it (one frame per write).
         Assert.True(bounded == largest < 24 * 1024 * 1024, $"largest WAL: {largest} bytes");
-    }
-
-    [Fact]
-    public async Task ExecuteAsync_ReadsWhatItWrote()
-    {
-        using var store = Open();
-        await Run(store, tx => { tx.SaveClient("c", new ClientRecord(3, 99)); return 0; });
-        Assert.Equal(new ClientRecord(3, 99), await Run(store, tx => tx.FindClient("c")));
-        Assert.Null(await Run(store, tx => tx.FindTriplet("absent")));
-    }
-
-    [Fact]
-    public async Task ExecuteAsync_ConcurrentIncrements_LoseNoUpdate()
-    {
-        using var store = Open();
-        const int n = 500;
-        await Task.WhenAll(Enumerable.Range(0, n).Select(_ => Task.Run(async () =>
-            await Run(store, tx =>
-            {
-                long count = tx.FindClient("c")?.Count ?? 0;
-                tx.SaveClient("c", new ClientRecord(count + 1, 0));
-                return count;
-            }))));
-        Assert.Equal(n, Scalar("SELECT count FROM clients WHERE key = 'c'"));
-    }
-
-    [Fact]
-    public async Task ExecuteAsync_SimultaneousFirstSightings_OnlyOneIsNew()
-    {
-        using var store = Open();
-        bool[] results = await Task.WhenAll(Enumerable.Range(0, 200).Select(_ => Task.Run(async () =>
-            await Run(store, tx =>
-            {
-                if (tx.FindTriplet("t") is not null)
-                {
-                    return false;
-                }
-                tx.SaveTriplet("t", new TripletRecord(1, 1));
-                return true;
-            }))));
-        Assert.Single(results, r => r);
-    }
-
-    [Fact]
-    public async Task ExecuteAsync_OneFailingDecision_DoesNotUndoTheOthers()
-    {
-        using var store = Open();
-        var tasks = Enumerable.Range(0, 100).Select(i => Task.Run(async () =>
-        {
-            try
-            {
-                await Run(store, tx =>
-                {
-                    tx.SaveTriplet("k" + i, new TripletRecord(i, i));
-                    if (i % 10 == 3)
-                    {
-                        throw new InvalidOperationException("boom " + i);
-                    }
-                    return 0;
-                });
-                return true;
-            }
-            catch (InvalidOperationException ex) when (ex.Message == "boom " + i)
-            {
-                return false;
-            }
-        })).ToArray();
-        bool[] ok = await Task.WhenAll(tasks);
-        Assert.Equal(90, ok.Count(x => x));
-        Assert.Equal(90, Scalar("SELECT count(*) FROM triplets"));
-        Assert.Equal(0, Scalar("SELECT count(*) FROM triplets WHERE first_seen % 10 = 3"));
     }
 
     [Fact]
@@ -202,36 +127,6 @@ public sealed class SqliteGreylistStoreTests : IDisposable
         }
         var ex = Assert.Throws<InvalidOperationException>(() => Open());
         Assert.Contains("schema version 99", ex.Message, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task CleanAsync_DeletesWhatPostgreysMaintenanceDeletes_InSmallSteps()
-    {
-        using var store = Open(stepRows: 3);
-        const long now = 1_000_000;
-        const long day = 86400;
-        await Run(store, tx =>
-        {
-            tx.SaveTriplet("a-old", new TripletRecord(now - (40 * day), now - (36 * day)));         // past max-age
-            tx.SaveTriplet("b-passed", new TripletRecord(now - (10 * day), now - (9 * day)));       // passed, recent
-            tx.SaveTriplet("c-neverpassed", new TripletRecord(now - (3 * day), now - (3 * day)));   // never passed, past retry window
-            tx.SaveTriplet("d-waiting", new TripletRecord(now - 100, now - 100));                   // never passed, within window
-            tx.SaveTriplet("e-passed-old", new TripletRecord(now - (50 * day), now - (34 * day)));  // passed, within max-age
-            for (int i = 0; i < 10; i++)
-            {
-                tx.SaveTriplet($"f-{i}", new TripletRecord(now - 1000, now - 500));                 // passed recently
-            }
-            tx.SaveClient("1.2.3.4", new ClientRecord(9, now - (36 * day)));
-            tx.SaveClient("1.2.3.5", new ClientRecord(9, now - day));
-            return 0;
-        });
-
-        var report = await store.CleanAsync(new MaintenancePolicy(now, 35 * day, 300, 2 * day), CancellationToken.None);
-
-        Assert.Equal(new MaintenanceReport(15, 13, 2, 1), report);
-        Assert.Equal(0, Scalar("SELECT count(*) FROM triplets WHERE key IN ('a-old', 'c-neverpassed')"));
-        Assert.Equal(13, Scalar("SELECT count(*) FROM triplets"));
-        Assert.Equal(0, Scalar("SELECT count(*) FROM clients WHERE key = '1.2.3.4'"));
     }
 
     [Fact]
