@@ -1,4 +1,5 @@
 using System.Net;
+using Postgrey.Core.Storage;
 using Postgrey.Testing;
 
 namespace Postgrey.Storage.PostgreSql.Tests;
@@ -136,20 +137,37 @@ public sealed class ServiceProcessTests(PostgresCluster cluster) : IClassFixture
         Assert.DoesNotContain(process.Lines, l => l.Contains("not-the-password", StringComparison.Ordinal));
     }
 
-    [Fact]
-    public async Task Service_PostgresStoppedDuringLoad_DunnoMeanwhile_FewLogLines_DecidesAgain()
+    /// <summary>
+    /// PostgreSQL stopped (fast shutdown, as at a reboot) or its postmaster killed with SIGKILL
+    /// (a crash: no shutdown checkpoint, crash recovery at the restart) while eight connections
+    /// ask. Then every greylisting answered, before or after, is in the database: an answer
+    /// leaves only after its COMMIT returned. The database commits as a production one does
+    /// (synchronous_commit on; the test cluster has it off for speed).
+    /// </summary>
+    [Theory]
+    [InlineData("stop")]
+    [InlineData("kill -9")]
+    public async Task Service_PostgresStoppedDuringLoad_DunnoMeanwhile_FewLogLines_DecidesAgain_NoAnsweredDecisionLost(string how)
     {
-        string db = cluster.SocketUri(await cluster.CreateDatabaseAsync());
-        var (process, endPoint) = await StartAsync(db, "a", "--db-timeout=2");
+        string database = await cluster.CreateDatabaseAsync();
+        await cluster.PsqlAsync($"ALTER DATABASE {database} SET synchronous_commit = on");
+        var (process, endPoint) = await StartAsync(cluster.SocketUri(database), "a", "--db-timeout=2");
         int dunno = 0, greylisted = 0, other = 0;
+        var answered = new System.Collections.Concurrent.ConcurrentBag<string>();
         using var stop = new CancellationTokenSource();
-        // Eight connections asking in a loop, as Postfix's smtpd processes do.
+        // Eight connections asking in a loop, as Postfix's smtpd processes do; every request a
+        // new triplet (no run of digits alone as a word: postgrey would fold it to '#').
         var load = Enumerable.Range(0, 8).Select(c => Task.Run(async () =>
         {
             await using var client = await PolicyClient.ConnectAsync(endPoint);
             for (int i = 0; !stop.IsCancellationRequested; i++)
             {
-                string? answer = await client.AskAsync(Requests.Policy(sender: $"s{c}-{i}@example.net", testTime: T));
+                string sender = $"s{c}x{i}@example.net";
+                string? answer = await client.AskAsync(Requests.Policy(sender: sender, testTime: T));
+                if (answer == Greylisted)
+                {
+                    answered.Add(sender);
+                }
                 Interlocked.Increment(ref answer == "DUNNO" ? ref dunno : ref answer == Greylisted ? ref greylisted : ref other);
                 if (answer == "DUNNO")
                 {
@@ -159,7 +177,7 @@ public sealed class ServiceProcessTests(PostgresCluster cluster) : IClassFixture
         })).ToList();
 
         await WaitForAsync(() => Volatile.Read(ref greylisted) > 100);
-        await cluster.StopAsync();
+        await (how == "stop" ? cluster.StopAsync() : cluster.KillAsync());
         try
         {
             await WaitForAsync(() => Volatile.Read(ref dunno) > 200);
@@ -174,10 +192,65 @@ public sealed class ServiceProcessTests(PostgresCluster cluster) : IClassFixture
         await Task.WhenAll(load);
 
         Assert.Equal(0, other);
+        Assert.False(process.HasExited);
         // Hundreds of requests answered DUNNO; the log says it twice: down, and back.
         Assert.Single(process.Lines, l => l.Contains("unreachable", StringComparison.Ordinal));
         Assert.Single(process.Lines, l => l.Contains("reachable again", StringComparison.Ordinal));
         Assert.DoesNotContain(process.Lines, l => l.Contains("database error", StringComparison.Ordinal));
+        // Every greylisting answered is in the database, with the first-seen it was answered with.
+        string[] stored = (await cluster.PsqlAsync($"SELECT key FROM triplets WHERE first_seen = {T}", database)).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var storedSenders = stored.Select(key => key.Split('/')[^2]).ToHashSet(StringComparer.Ordinal);
+        Assert.Equal(greylisted, answered.Count);
+        Assert.DoesNotContain(answered, sender => !storedSenders.Contains(sender));
+    }
+
+    /// <summary>
+    /// Two services on one database, cleaning at the same interval: the one that takes the
+    /// maintenance lock first cleans, the other logs that it skipped. A row lock held by another
+    /// session (as an admin's open transaction would) keeps the first one's cleaning going, so
+    /// the other's turn comes while it runs, whichever of the two comes first.
+    /// </summary>
+    [Fact]
+    public async Task TwoServices_Maintenance_OneCleansTheOtherLogsThatItSkipped()
+    {
+        string database = await cluster.CreateDatabaseAsync();
+        const long Day = 86400;
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        using (var store = PostgreSqlGreylistStore.Open(PostgreSqlStores.Options(cluster, database), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance))
+        {
+            await store.ExecuteAsync(0, (tx, _) =>
+            {
+                tx.SaveTriplet("192.0.2/expired@example.net/b@example.org", new TripletRecord(now - (40 * Day), now - (36 * Day)));
+                tx.SaveTriplet("192.0.2/fresh@example.net/b@example.org", new TripletRecord(now - 100, now - 100));
+                return 0;
+            }, CancellationToken.None);
+        }
+        await using var admin = new Npgsql.NpgsqlConnection(PostgreSqlStores.Options(cluster, database).ConnectionString);
+        await admin.OpenAsync(TestContext.Current.CancellationToken);
+        await using var hold = await admin.BeginTransactionAsync(TestContext.Current.CancellationToken);
+        await using (var lockRow = new Npgsql.NpgsqlCommand("SELECT 1 FROM triplets WHERE key LIKE '%/expired@%' FOR UPDATE", admin, hold))
+        {
+            await lockRow.ExecuteScalarAsync(TestContext.Current.CancellationToken);
+        }
+
+        // --db-timeout=30: the cleaning's statements may wait for the row lock (up to twice that).
+        string db = cluster.SocketUri(database);
+        var (a, _) = await StartAsync(db, "a", "--maintenance-interval=2", "--db-timeout=30");
+        var (b, _) = await StartAsync(db, "b", "--maintenance-interval=2", "--db-timeout=30");
+        PolicyServerProcess? skipper = null;
+        await WaitForAsync(() => (skipper = a.Lines.Any(IsSkipped) ? a : b.Lines.Any(IsSkipped) ? b : null) is not null);
+        PolicyServerProcess cleaner = skipper == a ? b : a;
+        Assert.Contains(cleaner.Lines, l => l.Contains("cleaning up old entries...", StringComparison.Ordinal));
+        await hold.RollbackAsync(TestContext.Current.CancellationToken);
+
+        await cleaner.WaitForLineAsync(l => l.Contains("cleaning main database finished. before: 2, after: 1", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
+        Assert.Equal(0, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key LIKE '%/expired@%'", database));
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM triplets", database));
+        // The skipper never ran its own cleaning meanwhile: it found the lock taken every time.
+        Assert.DoesNotContain(skipper!.Lines, l => l.Contains("cleaning main database finished. before: 2", StringComparison.Ordinal));
+        Assert.DoesNotContain(a.Lines.Concat(b.Lines), l => l.Contains("cleaning failed", StringComparison.Ordinal));
+
+        static bool IsSkipped(string line) => line.Contains("cleaning skipped: another host sharing", StringComparison.Ordinal);
     }
 
     [Fact]

@@ -144,6 +144,55 @@ public sealed class PostgresCluster : IAsyncDisposable
         _running = false;
     }
 
+    /// <summary>
+    /// Kills the postmaster with SIGKILL, as the OOM killer or a crash would: no shutdown
+    /// checkpoint, sessions cut. Waits until its children are gone too (they exit once they notice
+    /// their parent died), so that <see cref="StartAsync"/> can start it again (with crash recovery).
+    /// </summary>
+    public async Task KillAsync()
+    {
+        int pid = int.Parse(File.ReadLines(Path.Combine(DataDirectory, "postmaster.pid")).First(), CultureInfo.InvariantCulture);
+        int[] children = ChildrenOf(pid);
+        using (var postmaster = Process.GetProcessById(pid))
+        {
+            postmaster.Kill(); // SIGKILL
+            await postmaster.WaitForExitAsync();
+        }
+        _running = false;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (children.Any(IsAlive))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"the children of the killed postmaster {pid} are still running after 60 s");
+            }
+            await Task.Delay(50);
+        }
+    }
+
+    private static int[] ChildrenOf(int parent) =>
+        [.. Directory.GetDirectories("/proc")
+            .Select(d => int.TryParse(Path.GetFileName(d), NumberStyles.None, CultureInfo.InvariantCulture, out int p) ? p : 0)
+            .Where(p => p > 0 && StatField(p, 1) == parent.ToString(CultureInfo.InvariantCulture))];
+
+    // A zombie nobody reaped has let go of the shared memory: gone, as far as a restart cares.
+    private static bool IsAlive(int pid) => StatField(pid, 0) is { } state && state != "Z";
+
+    /// <summary>Field <paramref name="index"/> of /proc/PID/stat after the command name (0: state, 1: parent), or null once it is gone.</summary>
+    private static string? StatField(int pid, int index)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields[index];
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Runs SQL as the superuser over the socket; returns psql's unaligned output.</summary>
     public Task<string> PsqlAsync(string sql, string database = "postgres") =>
         RunAsPostgresAsync(Path.Combine(_bin!, "psql"),
