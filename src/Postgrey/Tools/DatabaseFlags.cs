@@ -32,6 +32,22 @@ internal static class DatabaseFlags
         },
     };
 
+    /// <summary>A string option that must not be empty (<c>--owner=</c>).</summary>
+    public static Option<string?> NonEmpty(string name, string helpName, string description) => new(name)
+    {
+        Description = description,
+        HelpName = helpName,
+        CustomParser = result =>
+        {
+            string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
+            if (text.Length == 0)
+            {
+                result.AddError($"{name} needs a value");
+            }
+            return text;
+        },
+    };
+
     public static Option<DbPassword?> PasswordFile() => new(PasswordFileName)
     {
         Description = "file holding the PostgreSQL password, first line (else PGPASSWORD, PGPASSFILE or ~/.pgpass)",

@@ -28,32 +28,25 @@ internal static class DbCommand
         var db = DatabaseFlags.Uri("--db", "the database, as a role that may create tables in it and grant on them (its owner, or postgres): postgresql://ROLE@HOST:PORT/DBNAME");
         db.Required = true;
         var password = DatabaseFlags.PasswordFile();
-        var owner = new Option<string?>("--owner")
-        {
-            Description = "role to own the tables (default: the role of --db)",
-            HelpName = "ROLE",
-        };
+        var owner = DatabaseFlags.NonEmpty("--owner", "ROLE", "role to own the tables (default: the role of --db)");
         var grant = new Option<string[]>("--grant")
         {
             Description = "role the service logs in as: given SELECT, INSERT, UPDATE, DELETE on the tables, SELECT on schema_version (repeatable)",
             HelpName = "ROLE",
             AllowMultipleArgumentsPerToken = false,
+            CustomParser = result =>
+            {
+                if (result.Tokens.Any(t => t.Value.Length == 0))
+                {
+                    result.AddError("--grant needs a role name");
+                }
+                return [.. result.Tokens.Select(t => t.Value)];
+            },
         };
         var command = new Command("init", "Create (or migrate) the schema of the shared database, owned by --owner, with --grant roles given only what the service needs. Running it again changes nothing.")
         {
             db, password, owner, grant,
         };
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(owner) is "")
-            {
-                result.AddError("--owner needs a role name");
-            }
-            if (result.GetValue(grant) is { } roles && roles.Any(string.IsNullOrEmpty))
-            {
-                result.AddError("--grant needs a role name");
-            }
-        });
         command.SetAction(r => RunInit(DatabaseFlags.Resolve(r.GetValue(db)!, r.GetValue(password)), r.GetValue(owner), r.GetValue(grant) ?? []));
         return command;
     }
@@ -79,9 +72,9 @@ internal static class DbCommand
 
     private static Command Copy()
     {
-        var fromDbdir = new Option<string?>("--from-dbdir") { Description = "copy from the SQLite database in DIR (the service's --dbdir)", HelpName = "DIR" };
+        var fromDbdir = DatabaseFlags.NonEmpty("--from-dbdir", "DIR", "copy from the SQLite database in DIR (the service's --dbdir)");
         var fromDb = DatabaseFlags.Uri("--from-db", "copy from the PostgreSQL database at URI");
-        var toDbdir = new Option<string?>("--to-dbdir") { Description = "copy into the SQLite database in DIR, created if need be", HelpName = "DIR" };
+        var toDbdir = DatabaseFlags.NonEmpty("--to-dbdir", "DIR", "copy into the SQLite database in DIR, created if need be");
         var toDb = DatabaseFlags.Uri("--to-db", "copy into the PostgreSQL database at URI (its schema created if absent and the role may)");
         var password = DatabaseFlags.PasswordFile();
         var replace = new Option<bool>("--replace")
@@ -107,10 +100,6 @@ internal static class DbCommand
             else if (fromSqlite == toSqlite)
             {
                 result.AddError("copy goes between SQLite and PostgreSQL: one side --from-dbdir or --to-dbdir, the other --from-db or --to-db");
-            }
-            else if (result.GetValue(fromDbdir) is "" || result.GetValue(toDbdir) is "")
-            {
-                result.AddError("--from-dbdir and --to-dbdir need a path");
             }
         });
         command.SetAction(r =>
@@ -140,10 +129,10 @@ internal static class DbCommand
         }
         try
         {
-            if (replace && PostgreSqlBulk.ServicesConnected(db.ConnectionString) is > 0 and long services)
+            if (replace && PostgreSqlBulk.ServicesConnected(db.ConnectionString) > 0)
             {
                 // Overwriting beside them could put back an older first-seen than a decision just stored.
-                return ToolCommand.Fail("db copy", $"{services} postgrey service(s) connected to {db.Description}; stop them before --replace. Nothing copied");
+                return ToolCommand.Fail("db copy", $"a postgrey service is connected to {db.Description}; stop every one before --replace. Nothing copied");
             }
             BulkCounts counts = PostgreSqlBulk.Upsert(
                 db.ConnectionString,

@@ -75,9 +75,9 @@ internal static class ImportCommand
         {
             try
             {
-                if (replace && PostgreSqlBulk.ServicesConnected(shared.ConnectionString) is > 0 and long services)
+                if (replace && PostgreSqlBulk.ServicesConnected(shared.ConnectionString) > 0)
                 {
-                    return ToolCommand.Fail("import", $"{services} postgrey service(s) connected to {shared.Description}; stop them before --replace. Nothing imported");
+                    return ToolCommand.Fail("import", $"a postgrey service is connected to {shared.Description}; stop every one before --replace. Nothing imported");
                 }
                 BulkCounts written = PostgreSqlBulk.Upsert(
                     shared.ConnectionString,
