@@ -148,6 +148,10 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             if (!_schemaReady)
             {
                 Schema.Migrate(connection);
+                if (Schema.MissingPrivileges(connection) is { } missing)
+                {
+                    throw new InvalidOperationException($"role \"{Schema.CurrentUser(connection)}\" lacks {missing} (GRANT them, or run postgrey db init --grant)");
+                }
                 _schemaReady = true;
                 Log.Opened(_logger, _options.Description, connection.PostgreSqlVersion.ToString(), Schema.CurrentVersion);
             }

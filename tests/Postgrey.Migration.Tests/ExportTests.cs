@@ -67,7 +67,7 @@ public sealed class ExportTests(PostgreyRuns runs) : IDisposable
 
     [Theory]
     [InlineData("--bogus")]
-    [InlineData("--db=postgresql://localhost/postgrey")]
+    [InlineData("--db=postgresql://localhost/postgrey?colour=blue")]
     [InlineData("--output")]
     public void Export_BadUsage_ExitsTwoWithOneLine(string arg)
     {

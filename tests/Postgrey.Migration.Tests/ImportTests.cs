@@ -244,7 +244,8 @@ public sealed class ImportTests(PostgreyRuns runs) : IDisposable
 
     [Theory]
     [InlineData("--bogus")]
-    [InlineData("--db=postgresql://localhost/postgrey")]
+    [InlineData("--db=postgresql://localhost:x/postgrey")]
+    [InlineData("--db-password-file=/etc/hostname")]
     [InlineData("extra")]
     [InlineData("--from")]
     public void Import_BadUsage_ExitsTwoWithOneLine(string arg)
@@ -256,13 +257,14 @@ public sealed class ImportTests(PostgreyRuns runs) : IDisposable
     }
 
     [Fact]
-    public void Import_Help_ExitsZeroAndSaysDbIsNotAvailable()
+    public void Import_Help_ExitsZeroAndNamesDb()
     {
         var (exit, stdout, _) = Fixtures.Postgrey("import", "--help");
         Assert.Equal(0, exit);
         Assert.Contains("--from <DIR>", stdout, StringComparison.Ordinal);
         Assert.Contains("--replace", stdout, StringComparison.Ordinal);
-        Assert.Contains("--db=URI, for a future PostgreSQL store, is not available yet", stdout, StringComparison.Ordinal);
+        Assert.Contains("--db <URI>", stdout, StringComparison.Ordinal);
+        Assert.Contains("--db-password-file <PATH>", stdout, StringComparison.Ordinal);
     }
 
     [Fact]

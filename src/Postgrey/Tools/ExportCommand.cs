@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.Data.Sqlite;
 using Postgrey.Migration;
 using Postgrey.Migration.BerkeleyDb;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Tools;
@@ -17,10 +18,12 @@ internal static class ExportCommand
     {
         var dbdir = new Option<string>("--dbdir")
         {
-            Description = "our database directory, the service's --dbdir. --db=URI, for a future PostgreSQL store, is not available yet",
+            Description = "our database directory, the service's --dbdir",
             HelpName = "DIR",
             DefaultValueFactory = _ => ImportCommand.DefaultDirectory,
         };
+        var db = DatabaseFlags.Uri("--db", "export from the shared PostgreSQL database instead, postgresql://USER@HOST:PORT/DBNAME");
+        var password = DatabaseFlags.PasswordFile();
         var clients = new Option<bool>("--clients")
         {
             Description = "export the auto-whitelisted clients (for postgrey_clients.db) instead of the triplets (for postgrey.db)",
@@ -32,25 +35,43 @@ internal static class ExportCommand
         };
         var command = new Command("export", "Write our triplets (or with --clients our auto-whitelist) in db_dump's text format, for db_load: postgrey export | db_load /var/lib/postgrey/postgrey.db")
         {
-            dbdir, clients, output,
+            dbdir, db, password, clients, output,
         };
-        command.SetAction(r => Run(r.GetValue(dbdir)!, r.GetValue(clients), r.GetValue(output)));
+        command.Validators.Add(result => DatabaseFlags.CheckDbOrDbdir(result, dbdir, db, password));
+        command.SetAction(r => Run(r.GetValue(dbdir)!, r.GetValue(db) is { } uri ? DatabaseFlags.Resolve(uri, r.GetValue(password)) : null, r.GetValue(clients), r.GetValue(output)));
         return command;
     }
 
-    private static int Run(string dbdir, bool clients, string? output)
+    private static int Run(string dbdir, (string ConnectionString, string Description)? db, bool clients, string? output)
     {
-        var options = new SqliteStoreOptions { Directory = dbdir };
         IEnumerable<KeyValuePair<byte[], byte[]>> pairs;
-        try
+        if (db is { } shared)
         {
-            pairs = clients
-                ? PostgreyDatabase.ClientPairs(SqliteImport.ReadClients(options))
-                : PostgreyDatabase.TripletPairs(SqliteImport.ReadTriplets(options));
+            try
+            {
+                BulkRows rows = PostgreSqlBulk.Read(shared.ConnectionString);
+                pairs = clients
+                    ? PostgreyDatabase.ClientPairs(rows.Clients.Select(p => new ClientRow(p.Key, p.Value.Count, p.Value.LastSeen)))
+                    : PostgreyDatabase.TripletPairs(rows.Triplets.Select(p => new TripletRow(p.Key, p.Value.FirstSeen, p.Value.LastSeen)));
+            }
+            catch (Exception ex) when (PostgreSqlAdmin.IsDatabaseError(ex))
+            {
+                return ToolCommand.Fail("export", $"can't read database {shared.Description}: {PostgreSqlAdmin.Explain(ex)}");
+            }
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+        else
         {
-            return ToolCommand.Fail("export", $"can't read {options.DatabasePath}: {ex.Message}");
+            var options = new SqliteStoreOptions { Directory = dbdir };
+            try
+            {
+                pairs = clients
+                    ? PostgreyDatabase.ClientPairs(SqliteImport.ReadClients(options))
+                    : PostgreyDatabase.TripletPairs(SqliteImport.ReadTriplets(options));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+            {
+                return ToolCommand.Fail("export", $"can't read {options.DatabasePath}: {ex.Message}");
+            }
         }
 
         try

@@ -3,6 +3,7 @@ using Microsoft.Data.Sqlite;
 using Postgrey.Core.Storage;
 using Postgrey.Migration;
 using Postgrey.Migration.BerkeleyDb;
+using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Tools;
@@ -28,7 +29,7 @@ internal static class ImportCommand
         };
         var dbdir = new Option<string>("--dbdir")
         {
-            Description = "our database directory, the service's --dbdir. --db=URI, for a future PostgreSQL store, is not available yet",
+            Description = "our database directory, the service's --dbdir",
             HelpName = "DIR",
             DefaultValueFactory = _ => DefaultDirectory,
         };
@@ -36,15 +37,18 @@ internal static class ImportCommand
         {
             Description = "overwrite rows already in our database (default: keep them, and count them as skipped)",
         };
+        var db = DatabaseFlags.Uri("--db", "import into the shared PostgreSQL database instead, postgresql://USER@HOST:PORT/DBNAME");
+        var password = DatabaseFlags.PasswordFile();
         var command = new Command("import", "Import postgrey's greylist and auto-whitelist (BerkeleyDB files, read directly) into our database, in one transaction. Stop postgrey first.")
         {
-            from, dbdir, replace,
+            from, dbdir, db, password, replace,
         };
-        command.SetAction(r => Run(r.GetValue(from)!, r.GetValue(dbdir)!, r.GetValue(replace)));
+        command.Validators.Add(result => DatabaseFlags.CheckDbOrDbdir(result, dbdir, db, password));
+        command.SetAction(r => Run(r.GetValue(from)!, r.GetValue(dbdir)!, r.GetValue(db) is { } uri ? DatabaseFlags.Resolve(uri, r.GetValue(password)) : null, r.GetValue(replace)));
         return command;
     }
 
-    private static int Run(string from, string dbdir, bool replace)
+    private static int Run(string from, string dbdir, (string ConnectionString, string Description)? db, bool replace)
     {
         PostgreyDatabase source;
         try
@@ -67,17 +71,40 @@ internal static class ImportCommand
         }
 
         ImportCounts counts;
-        try
+        if (db is { } shared)
         {
-            counts = SqliteImport.Upsert(new SqliteStoreOptions { Directory = dbdir }, source.Triplets, source.Clients, replace);
+            try
+            {
+                if (replace && PostgreSqlBulk.ServicesConnected(shared.ConnectionString) > 0)
+                {
+                    return ToolCommand.Fail("import", $"a postgrey service is connected to {shared.Description}; stop every one before --replace. Nothing imported");
+                }
+                BulkCounts written = PostgreSqlBulk.Upsert(
+                    shared.ConnectionString,
+                    source.Triplets.Select(r => KeyValuePair.Create(r.Key, new TripletRecord(r.FirstSeen, r.LastSeen))),
+                    source.Clients.Select(r => KeyValuePair.Create(r.Key, new ClientRecord(r.Count, r.LastSeen))),
+                    replace);
+                counts = new ImportCounts(written.Triplets, written.Clients, written.Kept);
+            }
+            catch (Exception ex) when (PostgreSqlAdmin.IsDatabaseError(ex))
+            {
+                return ToolCommand.Fail("import", $"can't write database {shared.Description}: {PostgreSqlAdmin.Explain(ex)}; nothing imported");
+            }
         }
-        catch (StoreLockedException ex)
+        else
         {
-            return ToolCommand.Fail("import", $"{ex.LockPath} is locked: postgrey or the service is running on {dbdir}; stop it first. Nothing imported");
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
-        {
-            return ToolCommand.Fail("import", $"can't write {Path.Combine(dbdir, SqliteStoreOptions.DatabaseFileName)}: {ex.Message}; nothing imported");
+            try
+            {
+                counts = SqliteImport.Upsert(new SqliteStoreOptions { Directory = dbdir }, source.Triplets, source.Clients, replace);
+            }
+            catch (StoreLockedException ex)
+            {
+                return ToolCommand.Fail("import", $"{ex.LockPath} is locked: postgrey or the service is running on {dbdir}; stop it first. Nothing imported");
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+            {
+                return ToolCommand.Fail("import", $"can't write {Path.Combine(dbdir, SqliteStoreOptions.DatabaseFileName)}: {ex.Message}; nothing imported");
+            }
         }
 
         foreach (Rejection rejection in source.Rejected.Take(RejectionsShown))

@@ -17,6 +17,7 @@ internal static class ToolCommand
     {
         "import" => ImportCommand.Create(),
         "export" => ExportCommand.Create(),
+        "db" => DbCommand.Create(),
         _ => null,
     };
 
@@ -24,10 +25,7 @@ internal static class ToolCommand
     public static int Run(Command command, IReadOnlyList<string> args)
     {
         ArgumentNullException.ThrowIfNull(command);
-        if (!command.Options.OfType<HelpOption>().Any())
-        {
-            command.Options.Add(new HelpOption()); // a RootCommand brings its own; a lone Command does not
-        }
+        AddHelp(command);
         ParseResult parsed = command.Parse(args);
         if (parsed.Action is HelpAction)
         {
@@ -35,11 +33,28 @@ internal static class ToolCommand
         }
         if (parsed.Errors.Count > 0)
         {
-            Console.Error.WriteLine($"postgrey {command.Name}: {parsed.Errors[0].Message.TrimEnd('.')} (see postgrey {command.Name} --help)");
+            string name = Name(parsed.CommandResult); // "db copy" for a subcommand's error
+            Console.Error.WriteLine($"postgrey {name}: {parsed.Errors[0].Message.TrimEnd('.')} (see postgrey {name} --help)");
             return Usage;
         }
         return parsed.Invoke();
     }
+
+    /// <summary>A RootCommand brings its own help option; a lone Command and its subcommands do not.</summary>
+    private static void AddHelp(Command command)
+    {
+        if (!command.Options.OfType<HelpOption>().Any())
+        {
+            command.Options.Add(new HelpOption());
+        }
+        foreach (Command sub in command.Subcommands)
+        {
+            AddHelp(sub);
+        }
+    }
+
+    private static string Name(System.CommandLine.Parsing.CommandResult result) =>
+        result.Parent is System.CommandLine.Parsing.CommandResult parent ? Name(parent) + " " + result.Command.Name : result.Command.Name;
 
     /// <summary>The one line a failure prints.</summary>
     public static int Fail(string command, string message)
