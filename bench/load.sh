@@ -10,6 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 tools=${POLICYLOAD_DIR:-$repo/../shared/tools/policyload}
+[ -d "$tools" ] || tools=/work/shared/tools/policyload
 duration=10
 with_postgrey=1
 with_bigdb=1
@@ -46,10 +47,11 @@ start_server() {
         nullpolicy)
             "$work/nullpolicy" --$kind "$address" --quiet & ;;
         ours)
-            dotnet "$ours_dll" "${run_as[@]}" -q --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
+            # Not -q: every decision is logged (to the file), as an installed service does.
+            dotnet "$ours_dll" "${run_as[@]}" --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
         postgrey)
             chown postgrey "$db" "$work" 2>/dev/null || true
-            /usr/sbin/postgrey -q --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
+            /usr/sbin/postgrey --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
     esac
     server_pid=$!; pids+=("$server_pid")
     for _ in $(seq 200); do
@@ -67,6 +69,38 @@ stop_server() {
     wait "$server_pid" 2>/dev/null || true
 }
 
+# utime+stime ticks of each thread of PID: "tid name ticks" lines.
+thread_ticks() {
+    python3 - "$1" <<'PY' 2>/dev/null || true
+import os, sys
+d = f"/proc/{sys.argv[1]}/task"
+for tid in os.listdir(d):
+    try:
+        s = open(f"{d}/{tid}/stat").read()
+    except OSError:
+        continue
+    name = s[s.index("(") + 1:s.rindex(")")].replace(" ", "_")
+    f = s[s.rindex(")") + 2:].split()
+    print(tid, name, int(f[11]) + int(f[12]))
+PY
+}
+
+# The busiest threads since thread_ticks' snapshot, as a share of one core.
+thread_shares() {
+    local pid=$1 before=$2 secs=$((duration + 2))
+    python3 - "$secs" "$(getconf CLK_TCK)" <(echo "$before") <(thread_ticks "$pid") <<'PY' 2>/dev/null || true
+import sys, collections
+secs, hz = float(sys.argv[1]), float(sys.argv[2])
+def load(p):
+    return {l.split()[0]: (l.split()[1], int(l.split()[2])) for l in open(p) if len(l.split()) == 3}
+before, after = load(sys.argv[3]), load(sys.argv[4])
+by = collections.Counter()
+for tid, (name, ticks) in after.items():
+    by[name] += ticks - before.get(tid, (name, 0))[1]
+print(", ".join(f"{n} {t / hz / secs:.0%}" for n, t in by.most_common(5) if t > 0))
+PY
+}
+
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(str(d.get(k,"")) for k in sys.argv[1:]))' "$@"; }
 
 results="$work/results.tsv"
@@ -75,12 +109,19 @@ results="$work/results.tsv"
 run() {
     local workload=$1 name=$2 kind=$3 address=$4; shift 4
     start_server "$name" "$kind" "$address"
-    local out
+    local out threads_before
+    threads_before=$(thread_ticks "$server_pid")
     out=$("$load" --$kind "$address" --duration "$duration" --warmup 2 --quiet --server-pid "$server_pid" "$@")
+    local threads
+    threads=$(thread_shares "$server_pid" "$threads_before")
     stop_server
     read -r rps p50 p99 cpu rss errors <<<"$(echo "$out" | json rps p50_us p99_us server_cpu_pct server_hwm_kb errors)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$name" "$rps" "$p50" "$p99" "$cpu" "$rss" "$errors" >> "$results"
-    printf '%-34s %-10s %10.0f req/s  p50 %8.0f us  p99 %8.0f us  cpu %5.0f%%  rss %6d KiB  errors %s\n' "$workload" "$name" "$rps" "$p50" "$p99" "$cpu" "$rss" "$errors" >&2
+    # Server CPU per request (µs): the figure that does not depend on the cores the machine has.
+    local us
+    us=$(python3 -c "import sys; print(f'{float(sys.argv[1]) / 100 / float(sys.argv[2]) * 1e6:.1f}')" "$cpu" "$rps")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$name" "$rps" "$p50" "$p99" "$cpu" "$rss" "$errors" "$us" >> "$results"
+    printf '%-34s %-10s %10.0f req/s  p50 %8.0f us  p99 %8.0f us  cpu %5.0f%%  %6s us/req  rss %6d KiB  errors %s\n' "$workload" "$name" "$rps" "$p50" "$p99" "$cpu" "$us" "$rss" "$errors" >&2
+    [ -z "$threads" ] || echo "    per thread (warm-up included): $threads" >&2
 }
 
 servers=(${SERVERS:-nullpolicy ours})
@@ -102,10 +143,10 @@ python3 - "$results" <<'PY'
 import sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 by = collections.defaultdict(dict)
-for w, s, rps, p50, p99, cpu, rss, err in rows:
-    by[w][s] = dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), rss=int(rss), err=err)
-print("| workload | server | req/s | p50 µs | p99 µs | server CPU | server RSS | errors | ours / nullpolicy | ours / postgrey |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for w, s, rps, p50, p99, cpu, rss, err, us in rows:
+    by[w][s] = dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), rss=int(rss), err=err, us=float(us))
+print("| workload | server | req/s | p50 µs | p99 µs | server CPU | CPU µs/req | server RSS | errors | ours / nullpolicy | ours / postgrey |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for w, servers in by.items():
     for s, r in servers.items():
         ratio_null = ratio_pg = ""
@@ -115,7 +156,7 @@ for w, servers in by.items():
                 ratio_null = f"{r['rps']/n['rps']:.0%} of throughput" if "1c" not in w else f"p50 {r['p50']/n['p50']:.1f}x"
             if "postgrey" in servers:
                 ratio_pg = f"{r['rps']/servers['postgrey']['rps']:.0f}x"
-        print(f"| {w} | {s} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.0f}% | {r['rss']/1024:.0f} MiB | {r['err']} | {ratio_null} | {ratio_pg} |")
+        print(f"| {w} | {s} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.0f}% | {r['us']:.1f} | {r['rss']/1024:.0f} MiB | {r['err']} | {ratio_null} | {ratio_pg} |")
 PY
 
 if [ "$with_bigdb" = 1 ]; then
@@ -141,7 +182,7 @@ c.executemany("INSERT INTO clients VALUES (?,?,?)",
 c.execute("COMMIT"); c.close()
 PY
     start=$(date +%s%N)
-    dotnet "$ours_dll" "${run_as[@]}" -q --unix="$work/big.sock" --dbdir="$db" --maintenance-interval=8 --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 &
+    dotnet "$ours_dll" "${run_as[@]}" --unix="$work/big.sock" --dbdir="$db" --maintenance-interval=8 --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 &
     server_pid=$!; pids+=("$server_pid")
     until "$load" --unix "$work/big.sock" --requests 1 --quiet >/dev/null 2>&1; do sleep 0.01; done
     first=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
@@ -8,43 +7,42 @@ using Postgrey.Core.Protocol;
 namespace Postgrey.Server;
 
 /// <summary>
-/// One connection: request after request until the client closes, a limit is broken, the
-/// connection is idle too long, or the server stops. Transport-agnostic: tests drive it over
-/// in-memory pipes, the server over sockets.
+/// Opens a <see cref="PolicySession"/> per connection, and serves one over a pipe (the portable
+/// transport; tests may drive it over in-memory pipes): request after request until the client
+/// closes, a limit is broken, the connection is idle too long, or the server stops.
 /// </summary>
-public sealed partial class PolicyConnectionHandler
+public sealed class PolicyConnectionHandler
 {
-    private readonly GreylistEngine _engine;
-    private readonly PolicyLimits _limits;
-    private readonly bool _exim;
-    private readonly ILogger _logger;
+    private readonly SessionSettings _settings;
 
     public PolicyConnectionHandler(GreylistEngine engine, PolicyLimits limits, bool exim, ILogger<PolicyConnectionHandler> logger)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(limits);
         ArgumentNullException.ThrowIfNull(logger);
-        _engine = engine;
-        _limits = WithTestIdleTimeout(limits);
-        _exim = exim;
-        _logger = logger;
+        _settings = new SessionSettings(engine, WithTestIdleTimeout(limits), exim, logger);
     }
+
+    internal PolicySession Open(string peer) => new(_settings, peer);
 
     /// <summary>
     /// Serves <paramref name="transport"/>. <paramref name="stopping"/> ends the wait for the next
     /// request; a request already read is still decided and answered.
     /// </summary>
-    public async Task RunAsync(IDuplexPipe transport, string peer, CancellationToken stopping)
+    public Task RunAsync(IDuplexPipe transport, string peer, CancellationToken stopping)
     {
         ArgumentNullException.ThrowIfNull(transport);
+        return RunAsync(transport, Open(peer), stopping);
+    }
+
+    internal static async Task RunAsync(IDuplexPipe transport, PolicySession session, CancellationToken stopping)
+    {
         PipeReader input = transport.Input;
         PipeWriter output = transport.Output;
-        var parser = new PolicyRequestParser(_limits);
-        var request = new PolicyRequest();
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         // Armed when the wait for a request begins, not at each read: a trickle of bytes that
         // makes no request does not keep the connection open.
-        idle.CancelAfter(_limits.IdleTimeout);
+        idle.CancelAfter(session.IdleTimeout);
         try
         {
             while (true)
@@ -58,33 +56,30 @@ public sealed partial class PolicyConnectionHandler
                 {
                     if (!stopping.IsCancellationRequested)
                     {
-                        Log.IdleTimeout(_logger, peer, (int)_limits.IdleTimeout.TotalSeconds);
+                        session.OnIdle();
                     }
                     return;
                 }
 
-                ReadOnlySequence<byte> buffer = result.Buffer;
+                var buffer = result.Buffer;
                 bool wrote = false;
                 bool close = false;
                 while (!close)
                 {
-                    PolicyReadStatus status = parser.TryRead(ref buffer, request);
-                    if (status == PolicyReadStatus.NeedMoreData)
+                    SessionInput read = session.Read(ref buffer);
+                    if (read == SessionInput.NeedMoreData)
                     {
                         break;
                     }
-                    if (status != PolicyReadStatus.Request)
+                    if (read == SessionInput.Close)
                     {
-                        close = OnBadInput(status, parser, peer);
-                        continue;
+                        close = true;
+                        break;
                     }
-
                     // A request read before a stop is still answered: Postfix is waiting for it.
-                    string action = await _engine.DecideAsync(request, CancellationToken.None);
-                    PolicyResponseWriter.Write(output, action);
+                    string action = await session.DecideAsync();
+                    close = session.Answer(action, output);
                     wrote = true;
-                    request.Reset();
-                    close = _exim;
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End);
@@ -95,7 +90,7 @@ public sealed partial class PolicyConnectionHandler
                     {
                         return; // the client stopped reading
                     }
-                    idle.CancelAfter(_limits.IdleTimeout);
+                    idle.CancelAfter(session.IdleTimeout);
                 }
                 if (close || stopping.IsCancellationRequested)
                 {
@@ -103,55 +98,23 @@ public sealed partial class PolicyConnectionHandler
                 }
                 if (result.IsCompleted)
                 {
-                    if (!buffer.IsEmpty)
-                    {
-                        Log.IncompleteRequest(_logger, peer, buffer.Length);
-                    }
+                    session.OnClientClosed(buffer.Length);
                     return;
                 }
             }
         }
         catch (Exception ex) when (IsConnectionError(ex))
         {
-            Log.ConnectionError(_logger, peer, ex.Message);
+            session.OnConnectionError(ex.Message);
         }
         catch (Exception ex)
         {
-            Log.ConnectionFailed(_logger, peer, ex);
+            session.OnFailed(ex);
         }
         finally
         {
             await input.CompleteAsync();
             await output.CompleteAsync();
-        }
-    }
-
-    internal GreylistEngine Engine => _engine;
-
-    internal PolicyLimits Limits => _limits;
-
-    /// <summary>One request per connection (--exim).</summary>
-    internal bool Exim => _exim;
-
-    /// <summary>Logs a garbage line or a broken limit; true when the connection must close.</summary>
-    internal bool OnBadInput(PolicyReadStatus status, PolicyRequestParser parser, string peer)
-    {
-        switch (status)
-        {
-            case PolicyReadStatus.GarbageLine:
-                Log.Garbage(_logger, parser.LastGarbage);
-                return false;
-            case PolicyReadStatus.LineTooLong:
-                Log.LimitExceeded(_logger, peer, $"a line longer than {_limits.MaxLineBytes} bytes");
-                return true;
-            case PolicyReadStatus.TooManyAttributes:
-                Log.LimitExceeded(_logger, peer, $"a request of more than {_limits.MaxAttributesPerRequest} attributes");
-                return true;
-            case PolicyReadStatus.RequestTooLarge:
-                Log.LimitExceeded(_logger, peer, $"a request larger than {_limits.MaxRequestBytes} bytes");
-                return true;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(status), status, null);
         }
     }
 
@@ -168,25 +131,4 @@ public sealed partial class PolicyConnectionHandler
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException
         || ex.InnerException is SocketException;
-
-    internal static partial class Log
-    {
-        [LoggerMessage(2001, LogLevel.Warning, "ignoring garbage: <{Line}>", EventName = "Garbage")]
-        public static partial void Garbage(ILogger logger, string line);
-
-        [LoggerMessage(2002, LogLevel.Warning, "{Peer} sent {What}; closing the connection", EventName = "LimitExceeded")]
-        public static partial void LimitExceeded(ILogger logger, string peer, string what);
-
-        [LoggerMessage(2003, LogLevel.Debug, "{Peer} idle for {Seconds} s; closing the connection", EventName = "IdleTimeout")]
-        public static partial void IdleTimeout(ILogger logger, string peer, int seconds);
-
-        [LoggerMessage(2004, LogLevel.Debug, "{Peer} closed the connection in the middle of a request ({Bytes} bytes unanswered)", EventName = "IncompleteRequest")]
-        public static partial void IncompleteRequest(ILogger logger, string peer, long bytes);
-
-        [LoggerMessage(2005, LogLevel.Debug, "{Peer}: connection error: {Message}", EventName = "ConnectionError")]
-        public static partial void ConnectionError(ILogger logger, string peer, string message);
-
-        [LoggerMessage(2006, LogLevel.Error, "{Peer}: connection failed", EventName = "ConnectionFailed")]
-        public static partial void ConnectionFailed(ILogger logger, string peer, Exception exception);
-    }
 }

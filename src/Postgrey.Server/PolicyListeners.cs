@@ -59,7 +59,7 @@ public sealed partial class PolicyListeners : IDisposable
         foreach (Socket socket in sockets)
         {
             listeners._sockets.Add(socket);
-            Log.ListeningInherited(logger, Describe(socket.LocalEndPoint));
+            ServerLog.ListeningInherited(logger, Describe(socket.LocalEndPoint));
         }
         return listeners;
     }
@@ -80,7 +80,7 @@ public sealed partial class PolicyListeners : IDisposable
         catch (SocketException ex) when (endpoint.Optional && ex.SocketErrorCode is SocketError.AddressNotAvailable or SocketError.AddressFamilyNotSupported)
         {
             socket.Dispose();
-            Log.OptionalBindSkipped(_logger, endpoint.ToString(), ex.Message);
+            ServerLog.OptionalBindSkipped(_logger, endpoint.ToString(), ex.Message);
             return;
         }
         catch (SocketException ex)
@@ -89,7 +89,7 @@ public sealed partial class PolicyListeners : IDisposable
             throw new IOException($"can't bind to {endpoint}: {ex.Message}", ex);
         }
         _sockets.Add(socket);
-        Log.Listening(_logger, socket.LocalEndPoint!.ToString()!);
+        ServerLog.Listening(_logger, socket.LocalEndPoint!.ToString()!);
     }
 
     /// <summary>
@@ -134,7 +134,7 @@ public sealed partial class PolicyListeners : IDisposable
             throw new IOException($"can't bind to unix socket {path}: {ex.Message}", ex);
         }
         _sockets.Add(socket);
-        Log.Listening(_logger, "unix:" + path);
+        ServerLog.Listening(_logger, "unix:" + path);
     }
 
     /// <summary>
@@ -229,7 +229,7 @@ public sealed partial class PolicyListeners : IDisposable
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 // gone already, or not ours to delete any more after dropping privileges
-                Log.SocketFileNotRemoved(_logger, path, ex.Message);
+                ServerLog.SocketFileNotRemoved(_logger, path, ex.Message);
             }
         }
         _socketFiles.Clear();
@@ -321,20 +321,5 @@ public sealed partial class PolicyListeners : IDisposable
 
         [LibraryImport("libc", EntryPoint = "close")]
         private static partial int Close(int fd);
-    }
-
-    private static partial class Log
-    {
-        [LoggerMessage(1001, LogLevel.Information, "listening on {EndPoint}", EventName = "Listening")]
-        public static partial void Listening(ILogger logger, string endPoint);
-
-        [LoggerMessage(1002, LogLevel.Warning, "not listening on {EndPoint}: {Reason}", EventName = "OptionalBindSkipped")]
-        public static partial void OptionalBindSkipped(ILogger logger, string endPoint, string reason);
-
-        [LoggerMessage(1006, LogLevel.Information, "listening on {EndPoint} (socket passed by systemd)", EventName = "ListeningInherited")]
-        public static partial void ListeningInherited(ILogger logger, string endPoint);
-
-        [LoggerMessage(1007, LogLevel.Debug, "socket file {Path} not removed: {Reason}", EventName = "SocketFileNotRemoved")]
-        public static partial void SocketFileNotRemoved(ILogger logger, string path, string reason);
     }
 }

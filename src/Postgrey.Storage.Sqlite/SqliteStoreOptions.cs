@@ -59,8 +59,9 @@ public sealed record SqliteStoreOptions
 
     /// <summary>
     /// true: what awaits a decision continues on the writer thread, right after its COMMIT.
-    /// Only for a caller that hands the result off at once (the epoll transport posts it to its
-    /// loop): it saves a thread-pool wake-up per decision, but anything slow there stalls every
+    /// Only for a caller whose continuation hands the result off at once (the epoll transport
+    /// posts the connection to its loop, which then produces the answer and the log line): it
+    /// saves a thread-pool wake-up per decision, but anything slow there would stall every
     /// decision behind it. false: continuations run on the thread pool.
     /// </summary>
     public bool ContinueOnWriterThread { get; init; }

@@ -101,6 +101,25 @@ public abstract class PolicyServerTests
     }
 
     [Fact]
+    public async Task DecisionLines_AreNeverWrittenOnTheDatabaseWritersThread()
+    {
+        // A full log queue or a slow formatter must never stall the group commits: the writer
+        // only hands a commit back, and the answer and its line are made elsewhere.
+        await using var h = await StartAsync();
+        await using var client = await h.ConnectAsync(unix: true);
+        for (int i = 0; i < 50; i++)
+        {
+            Assert.Equal(Greylisted, await client.AskAsync(Requests.Policy(recipient: $"r{i}@example.org")));
+        }
+        Assert.Equal(50, h.DecisionThreads.Names.Count);
+        Assert.DoesNotContain("postgrey-db-writer", h.DecisionThreads.Names);
+        if (Transport == PolicyTransport.Epoll)
+        {
+            Assert.All(h.DecisionThreads.Names, n => Assert.Equal("postgrey-epoll", n));
+        }
+    }
+
+    [Fact]
     public async Task PipelinedRequests_AreAnsweredInOrder()
     {
         await using var h = await StartAsync(greylist: new GreylistOptions { DelaySeconds = 0 });

@@ -16,7 +16,7 @@ internal sealed class ServerHarness : IAsyncDisposable
     private ServerHarness(ServerOptions options, GreylistOptions greylist, TempDirectory dir)
     {
         Dir = dir;
-        _loggerFactory = new LoggerFactory([Logs]);
+        _loggerFactory = new LoggerFactory([Logs, DecisionThreads]);
         // As the service wires them: with epoll, answers continue on the writer thread.
         Store = SqliteGreylistStore.Open(
             new SqliteStoreOptions { Directory = dir.File("db"), ContinueOnWriterThread = PolicyServer.UsesEpoll(options) },
@@ -29,6 +29,7 @@ internal sealed class ServerHarness : IAsyncDisposable
 
     public TempDirectory Dir { get; }
     public CapturingLoggerProvider Logs { get; } = new();
+    public ThreadRecorder DecisionThreads { get; } = new(GreylistEngine.DecisionLogCategory);
     public SqliteGreylistStore Store { get; }
     public PolicyServer Server { get; }
     public ServerOptions Options { get; }
@@ -68,5 +69,29 @@ internal sealed class ServerHarness : IAsyncDisposable
         Store.Dispose();
         _loggerFactory.Dispose();
         Dir.Dispose();
+    }
+}
+
+/// <summary>The name of every thread that wrote a line of one logger category.</summary>
+internal sealed class ThreadRecorder(string category) : ILoggerProvider
+{
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _names = new();
+
+    public IReadOnlyList<string> Names => _names.ToArray();
+
+    public ILogger CreateLogger(string categoryName) => new Recorder(categoryName == category ? _names : null);
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Recorder(System.Collections.Concurrent.ConcurrentQueue<string>? names) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => names is not null;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            names?.Enqueue(Thread.CurrentThread.Name ?? "(unnamed)");
     }
 }

@@ -57,12 +57,38 @@ public sealed partial class GreylistEngine
     /// <summary>Decides one request and returns the action text (what follows <c>action=</c>).</summary>
     public async ValueTask<string> DecideAsync(PolicyRequest request, CancellationToken cancellationToken)
     {
+        PendingDecision pending = Begin(request, cancellationToken);
+        if (pending.Action is { } action)
+        {
+            return action;
+        }
+        DecisionOutcome outcome;
+        try
+        {
+            outcome = await pending.Commit;
+        }
+        catch (Exception ex) when (!(ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        {
+            return OnCommitFailed(ex);
+        }
+        return Answer(request, pending, outcome);
+    }
+
+    /// <summary>
+    /// The first half of <see cref="DecideAsync"/>: checks the request and the whitelists and
+    /// hands the triplet to the store. The second half, <see cref="Finish"/>, runs once
+    /// <see cref="PendingDecision.IsCompleted"/>, on the caller's own thread: the answer and the
+    /// decision's log line are then never produced on the store's thread, whichever thread its
+    /// commit completes on. <paramref name="request"/> must stay as it is until then.
+    /// </summary>
+    public PendingDecision Begin(PolicyRequest request, CancellationToken cancellationToken)
+    {
         ArgumentNullException.ThrowIfNull(request);
         if (!string.Equals(request.Request, "smtpd_access_policy", StringComparison.Ordinal))
         {
             // postgrey sends no answer at all here and leaves Postfix to time out.
             Log.UnrecognizedRequest(_logger, request.Request ?? "");
-            return Dunno;
+            return new PendingDecision(Dunno);
         }
 
         long now = Now(request);
@@ -76,7 +102,7 @@ public sealed partial class GreylistEngine
         if (missingAttribute is not null)
         {
             Log.AttributeMissing(_logger, missingAttribute);
-            return Dunno;
+            return new PendingDecision(Dunno);
         }
         string clientName = request.ClientName!;
         string recipient = request.Recipient!;
@@ -86,19 +112,19 @@ public sealed partial class GreylistEngine
         {
             // postgrey 1.37 dies here and takes mail down with it.
             Log.BadClientAddress(_logger, request.ClientAddress!);
-            return Dunno;
+            return new PendingDecision(Dunno);
         }
 
         WhitelistSet whitelists = _whitelists.Current;
         if (whitelists.Clients.MatchesName(clientName) || whitelists.Clients.MatchesAddress(address))
         {
             LogAction(request, "pass", "client whitelist");
-            return Dunno;
+            return new PendingDecision(Dunno);
         }
         if (whitelists.Recipients.Matches(recipient))
         {
             LogAction(request, "pass", "recipient whitelist");
-            return Dunno;
+            return new PendingDecision(Dunno);
         }
 
         var input = new DecisionInput(
@@ -108,34 +134,62 @@ public sealed partial class GreylistEngine
             _options.DelaySeconds,
             _options.RetryWindowSeconds,
             _options.AutoWhitelistClients);
+        ValueTask<DecisionOutcome> commit;
+        try
+        {
+            commit = _store.ExecuteAsync(input, DecideInStore, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            return new PendingDecision(OnCommitFailed(ex));
+        }
+        return new PendingDecision(commit, address, now);
+    }
 
+    /// <summary>The second half of a decision begun by <see cref="Begin"/>, once it
+    /// <see cref="PendingDecision.IsCompleted"/>: logs the decision and returns the action text.
+    /// Called once per decision.</summary>
+    public string Finish(PolicyRequest request, PendingDecision pending)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (pending.Action is { } action)
+        {
+            return action;
+        }
         DecisionOutcome outcome;
         try
         {
-            outcome = await _store.ExecuteAsync(input, DecideInStore, cancellationToken);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            throw;
-        }
-        catch (StoreUnavailableException)
-        {
-            // The store logs an outage once when it starts and once when it ends; a line per
-            // request here would flood the log for as long as it lasts.
-            return Dunno;
+#pragma warning disable VSTHRD002 // completed: the caller waited for IsCompleted
+            outcome = pending.Commit.GetAwaiter().GetResult();
+#pragma warning restore VSTHRD002
         }
         catch (Exception ex)
         {
+            return OnCommitFailed(ex);
+        }
+        return Answer(request, pending, outcome);
+    }
+
+    /// <summary>The store failed the decision: DUNNO, said once per outage rather than per request.</summary>
+    private string OnCommitFailed(Exception ex)
+    {
+        // The store logs an outage once when it starts and once when it ends; a line per
+        // request here would flood the log for as long as it lasts.
+        if (ex is not StoreUnavailableException)
+        {
             // Never hold mail hostage to a broken database: let Postfix go on without us.
             OnStoreFailed(ex);
-            return Dunno;
         }
+        return Dunno;
+    }
+
+    private string Answer(PolicyRequest request, PendingDecision pending, DecisionOutcome outcome)
+    {
         if (Volatile.Read(ref _storeFailures) != 0)
         {
             OnStoreWorks();
         }
-
-        return Answer(request, address, now, outcome);
+        return Answer(request, pending.Address!, pending.Now, outcome);
     }
 
     /// <summary>
@@ -315,5 +369,45 @@ public sealed partial class GreylistEngine
 
         [LoggerMessage(3022, LogLevel.Warning, "database works again, after {Count} requests answered DUNNO", EventName = "StoreWorksAgain")]
         public static partial void StoreWorksAgain(ILogger logger, long count);
+    }
+}
+
+/// <summary>A decision between <see cref="GreylistEngine.Begin"/> and
+/// <see cref="GreylistEngine.Finish"/>: answered already (whitelists, a bad request), or
+/// waiting for the store's commit.</summary>
+public readonly struct PendingDecision
+{
+    internal PendingDecision(string action) => Action = action;
+
+    internal PendingDecision(ValueTask<DecisionOutcome> commit, IPAddress address, long now)
+    {
+        Commit = commit;
+        Address = address;
+        Now = now;
+    }
+
+    /// <summary>Decided without the store.</summary>
+    internal string? Action { get; }
+
+    internal ValueTask<DecisionOutcome> Commit { get; }
+
+    internal IPAddress? Address { get; }
+
+    internal long Now { get; }
+
+    /// <summary>True when <see cref="GreylistEngine.Finish"/> may run.</summary>
+    public bool IsCompleted => Action is not null || Commit.IsCompleted;
+
+    /// <summary>Runs <paramref name="continuation"/> where the commit completes (the store's
+    /// thread, or a pool thread): it must only hand the decision over, never finish it there.</summary>
+    public void OnCompleted(Action continuation)
+    {
+        ArgumentNullException.ThrowIfNull(continuation);
+        if (Action is not null)
+        {
+            continuation();
+            return;
+        }
+        Commit.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(continuation);
     }
 }

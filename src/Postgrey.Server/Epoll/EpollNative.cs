@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Postgrey.Server.Epoll;
 
 /// <summary>The Linux calls of the epoll transport. Every caller runs on Linux only
-/// (<see cref="EpollTransport.IsChosen"/>).</summary>
+/// (<see cref="EpollLoop.IsChosen"/>).</summary>
 internal static unsafe partial class EpollNative
 {
     private const string Library = "libc";

@@ -1,0 +1,16 @@
+namespace Postgrey.Server;
+
+/// <summary>How connections are served: the epoll loop (Linux) or .NET's sockets (portable).
+/// Either takes its connections through the <see cref="ConnectionGate"/> and serves each with a
+/// <see cref="PolicySession"/>.</summary>
+internal interface IPolicyTransport : IDisposable
+{
+    /// <summary>Completes when serving has ended: stopped and every connection closed.</summary>
+    Task Completion { get; }
+
+    void Start();
+
+    /// <summary>Stops accepting (the listeners may be closed once this completes) and closes
+    /// every connection that is not answering a request; the others close after their answer.</summary>
+    Task StopAcceptingAsync();
+}
