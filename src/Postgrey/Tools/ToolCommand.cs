@@ -17,6 +17,9 @@ internal static class ToolCommand
     {
         "import" => ImportCommand.Create(),
         "export" => ExportCommand.Create(),
+        "list" => ListCommand.Create(),
+        "explain" => ExplainCommand.Create(),
+        "check-whitelists" => CheckWhitelistsCommand.Create(),
         _ => null,
     };
 
@@ -35,10 +38,19 @@ internal static class ToolCommand
         }
         if (parsed.Errors.Count > 0)
         {
-            Console.Error.WriteLine($"postgrey {command.Name}: {parsed.Errors[0].Message.TrimEnd('.')} (see postgrey {command.Name} --help)");
+            // One line, even for System.CommandLine's lists of allowed values.
+            string message = string.Join(' ', parsed.Errors[0].Message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Console.Error.WriteLine($"postgrey {command.Name}: {message.TrimEnd('.')} (see postgrey {command.Name} --help)");
             return Usage;
         }
         return parsed.Invoke();
+    }
+
+    /// <summary>The one line bad usage found after parsing prints.</summary>
+    public static int UsageError(string command, string message)
+    {
+        Console.Error.WriteLine($"postgrey {command}: {message} (see postgrey {command} --help)");
+        return Usage;
     }
 
     /// <summary>The one line a failure prints.</summary>
