@@ -30,9 +30,17 @@ public sealed class SqliteSnapshot : IDisposable
         {
             throw new FileNotFoundException($"no database at {options.DatabasePath}", options.DatabasePath);
         }
+        // Without a -wal file no service has the database open (it removes the file when it
+        // closes it): read the file as it is, immutable, because a read-only connection would
+        // otherwise create -wal and -shm files, owned by whoever runs the tool (root), which the
+        // service's user could then not open. The service may start meanwhile: it does not write
+        // the main file before a checkpoint, seconds later.
+        string source = File.Exists(options.DatabasePath + "-wal")
+            ? options.DatabasePath
+            : "file:" + options.DatabasePath.Replace("%", "%25", StringComparison.Ordinal).Replace("?", "%3f", StringComparison.Ordinal).Replace("#", "%23", StringComparison.Ordinal) + "?immutable=1";
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder
         {
-            DataSource = options.DatabasePath,
+            DataSource = source,
             Mode = SqliteOpenMode.ReadOnly,
             Pooling = false,
             DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),

@@ -169,9 +169,10 @@ public sealed class AdminToolsTests : IDisposable
 
             Assert.Equal(["192.0.2.0/a@example.net/b@example.org", "192.0.2.0/c@example.net/d@example.com"], Keys("list", "--json", "--client=192.0.2.99"));
             Assert.Equal(["203.0.113.0/a@example.net/e@example.org"], Keys("list", "--json", "--client=203.0.113.0/24"));
-            Assert.Equal(["2001:db8::/f@example.com/b@example.org"], Keys("list", "--json", "--client=2001:db8::5"));
+            Assert.Equal(["2001:db8:0:0:0:0:0:0/f@example.com/b@example.org"], Keys("list", "--json", "--client=2001:db8::5"));
             Assert.Equal(["192.0.2.0/a@example.net/b@example.org"], Keys("list", "--json", "--sender=A+other@Example.net", "--recipient=b@example.org"));
-            Assert.Equal(["192.0.2.0/a@example.net/b@example.org", "2001:db8::/f@example.com/b@example.org"], Keys("list", "--json", "--recipient=*@EXAMPLE.org", "--sender=*"));
+            Assert.Equal(["192.0.2.0/a@example.net/b@example.org", "2001:db8:0:0:0:0:0:0/f@example.com/b@example.org", "203.0.113.0/a@example.net/e@example.org"], Keys("list", "--json", "--recipient=*@EXAMPLE.org", "--sender=*"));
+            Assert.Equal(["2001:db8:0:0:0:0:0:0/f@example.com/b@example.org"], Keys("list", "--json", "--recipient=b@*", "--sender=*@example.com"));
             Assert.Empty(Keys("list", "--json", "--recipient=nobody@example.org"));
 
             var clients = Json("list", "clients", "--json");

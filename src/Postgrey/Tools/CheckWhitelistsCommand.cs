@@ -40,6 +40,10 @@ internal static class CheckWhitelistsCommand
         command.SetAction(r =>
         {
             string[] given = r.GetValue(files) ?? [];
+            if (given.FirstOrDefault(f => f.Length > 1 && f[0] == '-') is { } unknown)
+            {
+                return ToolCommand.UsageError(Name, $"unrecognized option '{unknown}' (a file whose name starts with '-': ./{unknown})");
+            }
             string[] clientFiles = r.GetValue(flags.WhitelistClients) ?? [];
             string[] recipientFiles = r.GetValue(flags.WhitelistRecipients) ?? [];
             var service = new WhitelistFiles(

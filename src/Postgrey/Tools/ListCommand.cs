@@ -190,8 +190,9 @@ internal static class ListCommand
                     string byHost = TripletKey.ClientPart(address, new GreylistOptions { LookupByHost = true });
                     string bySubnet = TripletKey.ClientPart(address, new GreylistOptions { IPv4Cidr = ipv4Cidr, IPv6Cidr = ipv6Cidr });
                     string exact = ClientAddress.Format(address);
-                    _client = part => part == byHost || part == bySubnet;
-                    _clientKey = key => key == exact;
+                    // Triplet keys are lower-cased, auto-whitelist keys not (IPv6 in upper case).
+                    _client = part => string.Equals(part, byHost, StringComparison.OrdinalIgnoreCase) || string.Equals(part, bySubnet, StringComparison.OrdinalIgnoreCase);
+                    _clientKey = key => string.Equals(key, exact, StringComparison.OrdinalIgnoreCase);
                 }
                 else if (IPNetwork.TryParse(client, out IPNetwork network))
                 {
