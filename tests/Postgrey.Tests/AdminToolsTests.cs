@@ -138,6 +138,20 @@ public sealed class AdminToolsTests : IDisposable
         Assert.True(File.Exists(database));
     }
 
+    /// <summary>The service's command line as /etc/default/postgrey may hold it: Getopt's
+    /// single-dash long names, flags that change no decision, an empty value.</summary>
+    [Fact]
+    public void Explain_TakesTheServiceCommandLineAsGiven()
+    {
+        var (exit, stdout, stderr) = Run("explain", "-inet", "10023", "-delay=60", $"--pidfile={_dir.File("pid")}", "--max-connections=5",
+            $"--dbdir={DbDir}", "--client-address=2001:db8::1", "--sender=", "--recipient=b@example.org", $"--time={T0}");
+        Assert.True(exit == 0, stderr);
+        Assert.Contains("time left: 60 s (--delay=60;", stdout, StringComparison.Ordinal);
+        Assert.Contains("triplet key: 2001:db8:0:0:0:0:0:0//b@example.org", stdout, StringComparison.Ordinal);
+        Assert.False(File.Exists(_dir.File("pid")));
+        Assert.False(Directory.Exists(DbDir)); // not even created
+    }
+
     [Fact]
     public async Task List_FiltersTripletsAndClients_TextAndJson_BesideTheRunningService()
     {

@@ -31,6 +31,11 @@ internal static class ToolCommand
         {
             command.Options.Add(new HelpOption()); // a RootCommand brings its own; a lone Command does not
         }
+        if (command.Name is "explain" or "check-whitelists")
+        {
+            // They take the service's flags, as /etc/default/postgrey may spell them (-inet 10023).
+            args = Configuration.PostgreyCommandLine.AsGetoptReadsThem(command.Options, args);
+        }
         ParseResult parsed = command.Parse(args);
         if (parsed.Action is HelpAction)
         {
