@@ -39,6 +39,10 @@ doc="$pkg/usr/share/doc/postgrey-dotnet"
 install -D -m 0644 "$root/README.md" "$doc/README.md"
 install -m 0644 "$root/docs/install.md" "$doc/install.md"
 install -m 0644 "$root/LICENSE" "$doc/copyright"
+install -m 0644 "$root/docs/tools.md" "$doc/tools.md"
+install -d "$pkg/usr/share/man/man8"
+gzip -9n < "$root/packaging/man/postgrey.8" > "$pkg/usr/share/man/man8/postgrey.8.gz"
+chmod 0644 "$pkg/usr/share/man/man8/postgrey.8.gz"
 
 install -d "$pkg/DEBIAN"
 size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)

@@ -42,6 +42,12 @@ grep -qx 'postgrey: import from postgrey.db: imported 1 triplets, 0 clients; ski
 getent passwd postgrey >/dev/null || fail "no postgrey user"
 [ "$(stat -c '%U:%G %a' /var/lib/postgrey)" = "postgrey:postgrey 700" ] || fail "/var/lib/postgrey: $(stat -c '%U:%G %a' /var/lib/postgrey)"
 /usr/sbin/postgrey --version | grep -q '^postgrey 1.37 (Postgrey for .NET ' || fail "--version"
+man=/usr/share/man/man8/postgrey.8.gz
+[ -f "$man" ] || fail "no man page at $man"
+manwarn=$(zcat "$man" | groff -man -z -ww 2>&1) || fail "groff failed on $man"
+[ -z "$manwarn" ] || fail "groff warns on $man: $manwarn"
+lexgrog "$man" | grep -q 'postgrey - Postfix greylisting policy server' || fail "$man: no NAME line for whatis"
+/usr/sbin/postgrey check-whitelists >/dev/null || fail "check-whitelists on the installed whitelists"
 for f in /etc/default/postgrey /etc/postgrey/whitelist_clients /etc/postgrey/whitelist_recipients; do
     dpkg-query --showformat='${Conffiles}\n' --show postgrey-dotnet | grep -q " $f " || fail "$f is not a conffile"
 done

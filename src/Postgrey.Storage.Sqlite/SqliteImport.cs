@@ -103,41 +103,16 @@ public static class SqliteImport
     /// <summary>Every triplet of the database in <paramref name="options"/>' directory, in key
     /// order, read in one transaction: consistent, and safe beside a running service (WAL readers
     /// never block its writer).</summary>
-    public static IReadOnlyList<TripletRow> ReadTriplets(SqliteStoreOptions options) =>
-        Read(options, "SELECT key, first_seen, last_seen FROM triplets ORDER BY key", r => new TripletRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2)));
+    public static IReadOnlyList<TripletRow> ReadTriplets(SqliteStoreOptions options)
+    {
+        using var snapshot = SqliteSnapshot.Open(options);
+        return [.. snapshot.Triplets()];
+    }
 
     /// <summary>Every auto-whitelisted client, as <see cref="ReadTriplets"/>.</summary>
-    public static IReadOnlyList<ClientRow> ReadClients(SqliteStoreOptions options) =>
-        Read(options, "SELECT key, count, last_seen FROM clients ORDER BY key", r => new ClientRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2)));
-
-    private static List<T> Read<T>(SqliteStoreOptions options, string sql, Func<SqliteDataReader, T> row)
+    public static IReadOnlyList<ClientRow> ReadClients(SqliteStoreOptions options)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        if (!File.Exists(options.DatabasePath))
-        {
-            throw new FileNotFoundException($"no database at {options.DatabasePath}", options.DatabasePath);
-        }
-        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder
-        {
-            DataSource = options.DatabasePath,
-            Mode = SqliteOpenMode.ReadOnly,
-            Pooling = false,
-            DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds),
-        }.ToString());
-        connection.Open();
-        long version = Schema.Scalar(connection, "SELECT coalesce(max(version), 0) FROM schema_version");
-        if (version != Schema.CurrentVersion)
-        {
-            throw new InvalidOperationException($"{options.DatabasePath} has schema version {version}; this program reads version {Schema.CurrentVersion}");
-        }
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        using SqliteDataReader reader = command.ExecuteReader();
-        var rows = new List<T>();
-        while (reader.Read())
-        {
-            rows.Add(row(reader));
-        }
-        return rows;
+        using var snapshot = SqliteSnapshot.Open(options);
+        return [.. snapshot.Clients()];
     }
 }

@@ -92,31 +92,52 @@ public sealed class ClientWhitelist
                 return problem;
             }
 
-            switch (Classify(entry))
+            EntryKind kind = Classify(entry);
+            if (kind == EntryKind.HostName)
             {
-                case EntryKind.IPv4:
-                    return AddNetwork(entry, AddressFamily.InterNetwork, defaultPrefix: 32);
-                case EntryKind.IPv4Slash24:
-                    return AddNetwork(entry + ".0", AddressFamily.InterNetwork, defaultPrefix: 24);
-                case EntryKind.IPv4Slash16:
-                    // postgrey documents a.b as a /16 (but builds a.b.0.0/24); we do what it documents.
-                    return AddNetwork(entry + ".0.0", AddressFamily.InterNetwork, defaultPrefix: 16);
-                case EntryKind.IPv6:
-                    return AddNetwork(entry, AddressFamily.InterNetworkV6, defaultPrefix: 128);
-                case EntryKind.HostName:
-                    _names.Add(entry);
-                    return null;
-                default:
-                    return "doesn't look like a hostname";
+                _names.Add(entry);
+                return null;
             }
+            if (kind == EntryKind.Invalid)
+            {
+                return "doesn't look like a hostname";
+            }
+            if (ParseNetwork(entry, kind, out IPAddress network, out int prefix) is { } bad)
+            {
+                return bad;
+            }
+            _networks.Add(network, prefix);
+            return null;
         }
 
         public ClientWhitelist Build() =>
             new(new HashSet<string>(_names, AsciiIgnoreCaseComparer.Instance), [.. _regexes], _networks);
 
-        private string? AddNetwork(string text, AddressFamily family, int defaultPrefix)
+        /// <summary>The network an address entry stands for (<c>a.b.c</c> is a /24, an IPv4-mapped
+        /// IPv6 network its IPv4 one), as it is added; false for names, regexes and bad entries.</summary>
+        public static bool TryParseNetwork(string entry, out IPAddress network, out int prefix)
         {
-            int prefix = defaultPrefix;
+            ArgumentNullException.ThrowIfNull(entry);
+            network = IPAddress.None;
+            prefix = 0;
+            return WhitelistRegex.Body(entry) is null
+                && Classify(entry) is not (EntryKind.HostName or EntryKind.Invalid) and var kind
+                && ParseNetwork(entry, kind, out network, out prefix) is null;
+        }
+
+        private static string? ParseNetwork(string entry, EntryKind kind, out IPAddress network, out int prefix) => kind switch
+        {
+            EntryKind.IPv4 => ParseNetwork(entry, AddressFamily.InterNetwork, 32, out network, out prefix),
+            EntryKind.IPv4Slash24 => ParseNetwork(entry + ".0", AddressFamily.InterNetwork, 24, out network, out prefix),
+            // postgrey documents a.b as a /16 (but builds a.b.0.0/24); we do what it documents.
+            EntryKind.IPv4Slash16 => ParseNetwork(entry + ".0.0", AddressFamily.InterNetwork, 16, out network, out prefix),
+            _ => ParseNetwork(entry, AddressFamily.InterNetworkV6, 128, out network, out prefix),
+        };
+
+        private static string? ParseNetwork(string text, AddressFamily family, int defaultPrefix, out IPAddress network, out int prefix)
+        {
+            network = IPAddress.None;
+            prefix = defaultPrefix;
             int slash = text.IndexOf('/', StringComparison.Ordinal);
             string address = text;
             if (slash >= 0)
@@ -138,7 +159,7 @@ public sealed class ClientWhitelist
                 ip = ip.MapToIPv4();
                 prefix = Math.Max(0, prefix - 96);
             }
-            _networks.Add(ip, prefix);
+            network = ip;
             return null;
         }
 

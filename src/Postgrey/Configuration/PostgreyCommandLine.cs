@@ -189,10 +189,15 @@ internal sealed class PostgreyCommandLine
     /// <summary>What Getopt::Long takes that System.CommandLine would not: a single-dash long name of a
     /// known option (<c>-inet 10023</c>, <c>-delay=60</c>) becomes double-dash, and an empty value
     /// (<c>--greylist-text=</c>, which the tokenizer reads as no value) a value of its own.</summary>
-    public IReadOnlyList<string> AsGetoptReadsThem(IReadOnlyList<string> args)
+    public IReadOnlyList<string> AsGetoptReadsThem(IReadOnlyList<string> args) => AsGetoptReadsThem(_root.Options, args);
+
+    /// <summary>As <see cref="AsGetoptReadsThem(IReadOnlyList{string})"/>, for a command that takes
+    /// the service's flags among its <paramref name="options"/> (<c>postgrey explain $POSTGREY_OPTS ...</c>).</summary>
+    public static IReadOnlyList<string> AsGetoptReadsThem(IEnumerable<Option> options, IReadOnlyList<string> args)
     {
+        ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(args);
-        var longNames = _root.Options.SelectMany(o => o.Aliases.Append(o.Name)).Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
+        var longNames = options.SelectMany(o => o.Aliases.Append(o.Name)).Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
         var result = new List<string>(args.Count);
         foreach (string arg in args)
         {

@@ -31,6 +31,12 @@ internal sealed partial class WhitelistFiles
         _onRegexTimeout = warning => Log.RegexTimedOut(_logger, warning.ToString());
     }
 
+    /// <summary>The client whitelist files, given or the defaults.</summary>
+    public IReadOnlyList<string> ClientFiles => _clientFiles;
+
+    /// <summary>The recipient whitelist files, given or the defaults.</summary>
+    public IReadOnlyList<string> RecipientFiles => _recipientFiles;
+
     /// <summary>
     /// Reads every file. Returns null when a file that should be there could not be read and
     /// <paramref name="requireAll"/> is set (a reload then keeps the lists in force).

@@ -18,6 +18,9 @@ internal static class ToolCommand
         "import" => ImportCommand.Create(),
         "export" => ExportCommand.Create(),
         "db" => DbCommand.Create(),
+        "list" => ListCommand.Create(),
+        "explain" => ExplainCommand.Create(),
+        "check-whitelists" => CheckWhitelistsCommand.Create(),
         _ => null,
     };
 
@@ -26,6 +29,11 @@ internal static class ToolCommand
     {
         ArgumentNullException.ThrowIfNull(command);
         AddHelp(command);
+        if (command.Name is "explain" or "check-whitelists")
+        {
+            // They take the service's flags, as /etc/default/postgrey may spell them (-inet 10023).
+            args = Configuration.PostgreyCommandLine.AsGetoptReadsThem(command.Options, args);
+        }
         ParseResult parsed = command.Parse(args);
         if (parsed.Action is HelpAction)
         {
@@ -34,7 +42,9 @@ internal static class ToolCommand
         if (parsed.Errors.Count > 0)
         {
             string name = Name(parsed.CommandResult); // "db copy" for a subcommand's error
-            Console.Error.WriteLine($"postgrey {name}: {parsed.Errors[0].Message.TrimEnd('.')} (see postgrey {name} --help)");
+            // One line, even for System.CommandLine's lists of allowed values.
+            string message = string.Join(' ', parsed.Errors[0].Message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Console.Error.WriteLine($"postgrey {name}: {message.TrimEnd('.')} (see postgrey {name} --help)");
             return Usage;
         }
         return parsed.Invoke();
@@ -55,6 +65,13 @@ internal static class ToolCommand
 
     private static string Name(System.CommandLine.Parsing.CommandResult result) =>
         result.Parent is System.CommandLine.Parsing.CommandResult parent ? Name(parent) + " " + result.Command.Name : result.Command.Name;
+
+    /// <summary>The one line bad usage found after parsing prints.</summary>
+    public static int UsageError(string command, string message)
+    {
+        Console.Error.WriteLine($"postgrey {command}: {message} (see postgrey {command} --help)");
+        return Usage;
+    }
 
     /// <summary>The one line a failure prints.</summary>
     public static int Fail(string command, string message)
