@@ -8,15 +8,16 @@ namespace Postgrey.Identity;
 /// customers' lines rather than a mail server's own. Only the labels left of the registrable
 /// domain (the host part) are looked at; the name is dynamic-looking when they
 /// <list type="bullet">
-/// <item>hold a copy of the client address: for IPv4 a.b.c.d both c and d as numbers of their
-/// own (1-2-3-4, 4.3.2.1, c-203-0-113-7, ...), or the address as 8 hex digits (p5B0C1234) or
+/// <item>hold a copy of the client address: for IPv4 a.b.c.d all of b, c and d as numbers of
+/// their own (1-2-3-4, 4.3.2.1, c-203-0-113-7, 2-3-4.isp.example, ...), or the address as 8 hex digits (p5B0C1234) or
 /// 12 decimal digits (203000113007); for IPv6 the last 32 bits as hex digits;</item>
 /// <item>or hold one of the pool words in <see cref="PoolWords"/> as a word of its own, words
 /// being split at dots, dashes, underscores and changes between letters and digits
 /// (dsl123 is "dsl" "123"; "mail-db5eur03" is "mail" "db" "5" "eur" "03").</item>
 /// </list>
 /// Real mail servers' names (mail-yw1-f170.google.com, a4-11.smtp-out.amazonses.com,
-/// mail-db5eur03on2061.outbound.protection.outlook.com) pass.
+/// mail-db5eur03on2061.outbound.protection.outlook.com) pass; two octets are not enough, as
+/// Amazon SES's a4-11.smtp-out.amazonses.com shows.
 /// </summary>
 public static class DynamicNames
 {
@@ -67,7 +68,9 @@ public static class DynamicNames
                     numbers.Add(int.Parse(word, System.Globalization.CultureInfo.InvariantCulture));
                 }
             }
-            if (numbers.Contains(bytes[2]) && numbers.Contains(bytes[3]) && CountNumbers(words) >= 2)
+            // Three octets, not two: Amazon SES names its servers a4-11.smtp-out.amazonses.com
+            // after the last two.
+            if (numbers.Contains(bytes[1]) && numbers.Contains(bytes[2]) && numbers.Contains(bytes[3]) && CountNumbers(words) >= 3)
             {
                 return true;
             }

@@ -77,15 +77,16 @@ public sealed class SpfCheck
             return result;
         }
 
-        // A pass for the documentation address too: the policy lets anyone in.
+        string? wide = await IsWeakAsync(name, cancellationToken).ConfigureAwait(false);
+        if (wide is not null)
+        {
+            return new SpfResult(SpfVerdict.WeakPass, wide);
+        }
+        // A pass for the documentation address too: the policy lets anyone in, in a way the
+        // records do not show (an exists: on a wildcard, a macro, ...).
         IPAddress probe = client.AddressFamily == AddressFamily.InterNetworkV6 ? ProbeIPv6 : ProbeIPv4;
         SpfResult probed = await EvaluateAsync(probe, name, sender, cancellationToken).ConfigureAwait(false);
-        if (probed.Verdict == SpfVerdict.Pass)
-        {
-            return new SpfResult(SpfVerdict.WeakPass, "passes " + probe + " too");
-        }
-        string? wide = await IsWeakAsync(name, cancellationToken).ConfigureAwait(false);
-        return wide is null ? result : new SpfResult(SpfVerdict.WeakPass, wide);
+        return probed.Verdict == SpfVerdict.Pass ? new SpfResult(SpfVerdict.WeakPass, "passes " + probe + " too") : result;
     }
 
     private async Task<SpfResult> EvaluateAsync(IPAddress client, DomainName domain, string sender, CancellationToken cancellationToken)
@@ -106,6 +107,8 @@ public sealed class SpfCheck
             // A record the parser chokes on, a macro that expands to garbage, ...
             return new SpfResult(SpfVerdict.PermError, ex.Message);
         }
+        // The validator turns a cancelled lookup into temperror: it is the time bound.
+        cancellationToken.ThrowIfCancellationRequested();
         if (scope.LimitExceeded)
         {
             return new SpfResult(SpfVerdict.PermError, scope.LastFailure ?? "lookup limit exceeded");
@@ -117,7 +120,7 @@ public sealed class SpfCheck
             SpfQualifier.SoftFail => new SpfResult(SpfVerdict.SoftFail),
             SpfQualifier.Neutral => new SpfResult(SpfVerdict.Neutral),
             SpfQualifier.None => new SpfResult(SpfVerdict.None),
-            SpfQualifier.TempError => new SpfResult(SpfVerdict.TempError, scope.LastFailure),
+            SpfQualifier.TempError => new SpfResult(SpfVerdict.TempError, scope.LastFailure ?? "no usable DNS answer"),
             _ => new SpfResult(SpfVerdict.PermError, "invalid record or lookup limit"),
         };
     }

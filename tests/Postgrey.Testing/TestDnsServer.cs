@@ -15,6 +15,8 @@ public sealed class TestDnsServer : IDisposable
 {
     private readonly DnsServer _server;
     private readonly ConcurrentDictionary<string, List<DnsRecordBase>> _records = new(StringComparer.OrdinalIgnoreCase);
+    private readonly ConcurrentDictionary<string, byte> _stalled = new(StringComparer.OrdinalIgnoreCase);
+    private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _queries;
 
     public TestDnsServer()
@@ -75,6 +77,15 @@ public sealed class TestDnsServer : IDisposable
         return this;
     }
 
+    /// <summary>Questions about <paramref name="name"/> are answered only after <see cref="Release"/>.</summary>
+    public TestDnsServer Stall(string name)
+    {
+        _stalled[name] = 0;
+        return this;
+    }
+
+    public void Release() => _release.TrySetResult();
+
     private void Add(DnsRecordBase record) =>
         _records.AddOrUpdate(record.Name.ToString(false), _ => [record], (_, list) => { lock (list) { list.Add(record); } return list; });
 
@@ -89,13 +100,17 @@ public sealed class TestDnsServer : IDisposable
         return chunks.Count == 0 ? [""] : [.. chunks];
     }
 
-    private Task OnQueryAsync(object sender, QueryReceivedEventArgs e)
+    private async Task OnQueryAsync(object sender, QueryReceivedEventArgs e)
     {
         if (e.Query is not DnsMessage query || query.Questions.Count != 1)
         {
-            return Task.CompletedTask;
+            return;
         }
         Interlocked.Increment(ref _queries);
+        if (_stalled.ContainsKey(query.Questions[0].Name.ToString(false)))
+        {
+            await _release.Task;
+        }
         DnsMessage response = query.CreateResponseInstance();
         response.IsAuthoritiveAnswer = true;
         DnsQuestion question = query.Questions[0];
@@ -127,10 +142,13 @@ public sealed class TestDnsServer : IDisposable
             response.AuthorityRecords.Add(new SoaRecord(DomainName.Parse("test"), 60, DomainName.Parse("ns.test"), DomainName.Parse("hostmaster.test"), 1, 3600, 600, 86400, 60));
         }
         e.Response = response;
-        return Task.CompletedTask;
     }
 
-    public void Dispose() => _server.Stop();
+    public void Dispose()
+    {
+        Release();
+        _server.Stop();
+    }
 }
 
 /// <summary>A UDP "DNS server" on 127.0.0.1 that never answers, or answers every question with
