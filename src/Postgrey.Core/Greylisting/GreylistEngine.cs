@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Net;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
+using Postgrey.Core.Identity;
 using Postgrey.Core.Protocol;
 using Postgrey.Core.Storage;
 using Postgrey.Core.Whitelists;
@@ -29,6 +31,7 @@ public sealed partial class GreylistEngine
     private readonly ILogger _logger;
     private readonly ILogger _decisions;
     private readonly InstanceMemory _instances;
+    private readonly IKeyIdentityResolver? _identity;
 
     // Store failures since the last success, said once with their cause, then once a minute.
     private readonly object _failureGate = new();
@@ -38,7 +41,8 @@ public sealed partial class GreylistEngine
     private bool _traced;
     private long _lastTrace;
 
-    public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory)
+    // identity: --lookup-by-identity, asked before the store; null: postgrey's keys and lines.
+    public GreylistEngine(IGreylistStore store, WhitelistProvider whitelists, GreylistOptions options, TimeProvider time, ILoggerFactory loggerFactory, IKeyIdentityResolver? identity = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(whitelists);
@@ -52,6 +56,7 @@ public sealed partial class GreylistEngine
         _logger = loggerFactory.CreateLogger<GreylistEngine>();
         _decisions = loggerFactory.CreateLogger(DecisionLogCategory);
         _instances = new InstanceMemory(options.InstanceMemory);
+        _identity = identity;
     }
 
     /// <summary>Decides one request and returns the action text (what follows <c>action=</c>).</summary>
@@ -127,23 +132,43 @@ public sealed partial class GreylistEngine
             return new PendingDecision(Dunno);
         }
 
-        var input = new DecisionInput(
-            TripletKey.Build(address, sender, recipient, _options),
-            _options.AutoWhitelistClients > 0 ? TripletKey.ClientKey(address, _options) : null,
-            now,
-            _options.DelaySeconds,
-            _options.RetryWindowSeconds,
-            _options.AutoWhitelistClients);
+        string? clientKey = _options.AutoWhitelistClients > 0 ? TripletKey.ClientKey(address, _options) : null;
+        if (_identity is not null)
+        {
+            // --lookup-by-identity: the key waits for DNS, before the store, so the writer never
+            // waits for it and a pending lookup holds up only its own request.
+            var identity = new StrongBox<KeyIdentity?>();
+            return new PendingDecision(ResolveThenExecuteAsync(address, clientName, sender, recipient, clientKey, now, identity, cancellationToken), address, now, identity);
+        }
         ValueTask<DecisionOutcome> commit;
         try
         {
-            commit = _store.ExecuteAsync(input, DecideInStore, cancellationToken);
+            commit = _store.ExecuteAsync(Input(TripletKey.Build(address, sender, recipient, _options), clientKey, now), DecideInStore, cancellationToken);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             return new PendingDecision(OnCommitFailed(ex));
         }
         return new PendingDecision(commit, address, now);
+    }
+
+    private DecisionInput Input(string tripletKey, string? clientKey, long now) => new(
+        tripletKey,
+        clientKey,
+        now,
+        _options.DelaySeconds,
+        _options.RetryWindowSeconds,
+        _options.AutoWhitelistClients);
+
+    private async ValueTask<DecisionOutcome> ResolveThenExecuteAsync(IPAddress address, string clientName, string sender, string recipient,
+        string? clientKey, long now, StrongBox<KeyIdentity?> identity, CancellationToken cancellationToken)
+    {
+        KeyIdentity resolved = await _identity!.ResolveAsync(address, clientName, sender, cancellationToken).ConfigureAwait(false);
+        identity.Value = resolved; // read by Answer only after this task completes
+        string tripletKey = resolved.Form == KeyForm.Subnet
+            ? TripletKey.Build(address, sender, recipient, _options)
+            : TripletKey.Build(resolved.Domain!, sender, recipient, _options);
+        return await _store.ExecuteAsync(Input(tripletKey, clientKey, now), DecideInStore, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The second half of a decision begun by <see cref="Begin"/>, once it
@@ -189,7 +214,7 @@ public sealed partial class GreylistEngine
         {
             OnStoreWorks();
         }
-        return Answer(request, pending.Address!, pending.Now, outcome);
+        return Answer(request, pending.Address!, pending.Now, outcome, pending.Identity?.Value);
     }
 
     /// <summary>
@@ -243,7 +268,7 @@ public sealed partial class GreylistEngine
 
     private static readonly TimeSpan FailureReportInterval = TimeSpan.FromMinutes(1);
 
-    private string Answer(PolicyRequest request, IPAddress address, long now, DecisionOutcome outcome)
+    private string Answer(PolicyRequest request, IPAddress address, long now, DecisionOutcome outcome, KeyIdentity? identity)
     {
         if (outcome.Kind == DecisionKind.ClientAwl)
         {
@@ -266,18 +291,18 @@ public sealed partial class GreylistEngine
         if (outcome.Kind == DecisionKind.Greylist)
         {
             string missing = outcome.Missing.ToString(CultureInfo.InvariantCulture);
-            LogAction(request, "greylist", outcome.FirstSeen == now ? "new" : "early-retry (" + missing + "s missing)");
+            LogAction(request, "greylist", outcome.FirstSeen == now ? "new" : "early-retry (" + missing + "s missing)", identity: identity);
             return _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
         }
 
         if (!outcome.LastWasSuccessful && _instances.IsNew(request.Instance))
         {
             long waited = now - outcome.FirstSeen;
-            LogAction(request, "pass", "triplet found", waited);
+            LogAction(request, "pass", "triplet found", waited, identity);
             return "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
         }
 
-        LogAction(request, "pass", "triplet found");
+        LogAction(request, "pass", "triplet found", identity: identity);
         return Dunno;
     }
 
@@ -323,10 +348,18 @@ public sealed partial class GreylistEngine
     // Perl truthiness: postgrey omits empty attributes, and "0" too.
     private static bool IsTrue(string? value) => !string.IsNullOrEmpty(value) && value != "0";
 
-    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null)
+    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null, KeyIdentity? identity = null)
     {
         // postgrey's mylog_action leaves out attributes that are empty (or "0", Perl's false):
         // null here, which the log formatter leaves out with its label.
+        if (identity is { } key)
+        {
+            // --lookup-by-identity only: postgrey's line with the key's form last, where
+            // scripts that read postgrey's fields do not trip over it.
+            Log.DecisionWithKey(_decisions, OrNull(request.QueueId), action, reason, delay,
+                OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient), key.Describe());
+            return;
+        }
         Log.Decision(_decisions, OrNull(request.QueueId), action, reason, delay,
             OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient));
 
@@ -342,6 +375,12 @@ public sealed partial class GreylistEngine
             EventName = "Decision")]
         public static partial void Decision(ILogger logger, string? queueId, string action, string reason, long? delay,
             string? clientName, string? clientAddress, string? sender, string? recipient);
+
+        [LoggerMessage(3008, LogLevel.Information,
+            "{QueueId}: action={Action}, reason={Reason}, delay={Delay}, client_name={ClientName}, client_address={ClientAddress}, sender={Sender}, recipient={Recipient}, key={Key}",
+            EventName = "DecisionWithKey")]
+        public static partial void DecisionWithKey(ILogger logger, string? queueId, string action, string reason, long? delay,
+            string? clientName, string? clientAddress, string? sender, string? recipient, string key);
 
         [LoggerMessage(3002, LogLevel.Warning, "whitelisted: {Client}", EventName = "Whitelisted")]
         public static partial void Whitelisted(ILogger logger, string client);
@@ -379,11 +418,12 @@ public readonly struct PendingDecision
 {
     internal PendingDecision(string action) => Action = action;
 
-    internal PendingDecision(ValueTask<DecisionOutcome> commit, IPAddress address, long now)
+    internal PendingDecision(ValueTask<DecisionOutcome> commit, IPAddress address, long now, StrongBox<KeyIdentity?>? identity = null)
     {
         Commit = commit;
         Address = address;
         Now = now;
+        Identity = identity;
     }
 
     /// <summary>Decided without the store.</summary>
@@ -394,6 +434,9 @@ public readonly struct PendingDecision
     internal IPAddress? Address { get; }
 
     internal long Now { get; }
+
+    /// <summary>--lookup-by-identity: the form the key took, set before the commit completes.</summary>
+    internal StrongBox<KeyIdentity?>? Identity { get; }
 
     /// <summary>True when <see cref="GreylistEngine.Finish"/> may run.</summary>
     public bool IsCompleted => Action is not null || Commit.IsCompleted;

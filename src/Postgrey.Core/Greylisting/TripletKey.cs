@@ -15,10 +15,18 @@ public static class TripletKey
     public static string Build(IPAddress client, string sender, string recipient, GreylistOptions options)
     {
         ArgumentNullException.ThrowIfNull(client);
+        return Build(ClientPart(client, options), sender, recipient, options);
+    }
+
+    /// <summary>The same key with another network part: with --lookup-by-identity, a domain
+    /// that stands for the sender's fleet instead of the client's subnet.</summary>
+    public static string Build(string networkPart, string sender, string recipient, GreylistOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(networkPart);
         ArgumentNullException.ThrowIfNull(sender);
         ArgumentNullException.ThrowIfNull(recipient);
         ArgumentNullException.ThrowIfNull(options);
-        string key = AsciiLower(string.Concat(ClientPart(client, options), "/", NormalizeSender(sender), "/", recipient));
+        string key = AsciiLower(string.Concat(networkPart, "/", NormalizeSender(sender), "/", recipient));
         return options.Privacy ? Sha1Hex(key) : key;
     }
 

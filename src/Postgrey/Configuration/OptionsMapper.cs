@@ -66,6 +66,7 @@ internal static class OptionsMapper
                 SyncEveryCommit = Get(flags.DbSync) == DbSync.Full,
             },
             PostgreSql = SharedStore(flags, parsed),
+            Identity = Get(flags.LookupByIdentity) ? Identity(flags, parsed) : null,
             Logging = new LoggingOptions
             {
                 Verbosity = Get(flags.Quiet) ? Verbosity.Quiet : Get(flags.Verbose) ? Verbosity.Verbose : Verbosity.Normal,
@@ -85,6 +86,19 @@ internal static class OptionsMapper
             WhitelistRecipientFiles = whitelistRecipients.Length > 0 ? whitelistRecipients : null,
             MaintenanceInterval = TimeSpan.FromSeconds(Get(flags.MaintenanceInterval)),
             CompatibilityWarnings = warnings,
+        };
+    }
+
+    /// <summary>--lookup-by-identity's --dns-server and --dns-timeout.</summary>
+    private static Postgrey.Identity.IdentityOptions Identity(PostgreyCommandLine flags, ParseResult parsed)
+    {
+        bool server = PostgreyCommandLine.IsGiven(parsed.RootCommandResult, flags.DnsServer);
+        DnsServerEndpoint endpoint = parsed.GetValue(flags.DnsServer);
+        return new Postgrey.Identity.IdentityOptions
+        {
+            DnsServer = server ? endpoint.Address : null,
+            DnsPort = server ? endpoint.Port : 53,
+            Timeout = TimeSpan.FromMilliseconds(parsed.GetValue(flags.DnsTimeout)),
         };
     }
 

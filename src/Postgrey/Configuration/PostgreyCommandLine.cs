@@ -35,6 +35,7 @@ internal sealed class PostgreyCommandLine
     private static readonly GreylistOptions Greylist = new();
     private static readonly ServerOptions Server = new();
     private static readonly LoggingOptions Logging = new();
+    private static readonly Postgrey.Identity.IdentityOptions Identity = new();
 
     private readonly RootCommand _root = new("Postgrey for .NET - Postfix greylisting policy server");
 
@@ -96,6 +97,9 @@ internal sealed class PostgreyCommandLine
         DbPasswordFile = Value<DbPassword>("--db-password-file", "PATH", "file holding the PostgreSQL password, first line (else PGPASSWORD, PGPASSFILE or ~/.pgpass)", null, DbPassword.TryRead);
         DbTimeout = Number("--db-timeout", "SECONDS", "longest wait for PostgreSQL before answering DUNNO", (long)new PostgreSqlStoreOptions { ConnectionString = "", Description = "" }.Timeout.TotalSeconds, 1, 600);
         LogFormat = Choice("--log-format", "text: postgrey's lines; json: one JSON object per line", Logging.Format);
+        LookupByIdentity = Switch("--lookup-by-identity", "key on the sender's domain when SPF passes the client, else the registrable domain of a verified, non-dynamic client name, else the subnet (docs/pool-aware.md)");
+        DnsServer = Value<DnsServerEndpoint>("--dns-server", "HOST[:PORT]", "resolver for --lookup-by-identity (default: the system's)", null, DnsServerEndpoint.TryParse);
+        DnsTimeout = Number("--dns-timeout", "MS", "longest SPF check for --lookup-by-identity, in milliseconds, before the key falls back", (long)Identity.Timeout.TotalMilliseconds, 10, 60_000);
     }
 
     public Option<bool> Version { get; }
@@ -140,6 +144,9 @@ internal sealed class PostgreyCommandLine
     public Option<NpgsqlConnectionStringBuilder> Db { get; }
     public Option<DbPassword> DbPasswordFile { get; }
     public Option<int> DbTimeout { get; }
+    public Option<bool> LookupByIdentity { get; }
+    public Option<DnsServerEndpoint> DnsServer { get; }
+    public Option<int> DnsTimeout { get; }
 
     /// <summary>Every option, for the help text and the coverage test.</summary>
     public IEnumerable<Option> Options => _root.Options;
@@ -161,6 +168,10 @@ internal sealed class PostgreyCommandLine
         if (!IsGiven(parsed.RootCommandResult, Db) && (IsGiven(parsed.RootCommandResult, DbPasswordFile) || IsGiven(parsed.RootCommandResult, DbTimeout)))
         {
             errors.Add("--db-password-file and --db-timeout need --db=postgresql://...");
+        }
+        if (!IsGiven(parsed.RootCommandResult, LookupByIdentity) && (IsGiven(parsed.RootCommandResult, DnsServer) || IsGiven(parsed.RootCommandResult, DnsTimeout)))
+        {
+            errors.Add("--dns-server and --dns-timeout need --lookup-by-identity");
         }
         return errors;
     }

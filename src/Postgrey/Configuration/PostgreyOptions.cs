@@ -15,6 +15,9 @@ internal sealed record PostgreyOptions
     /// <summary>--db: the shared PostgreSQL store instead of SQLite; null: SQLite in --dbdir.</summary>
     public PostgreSqlStoreOptions? PostgreSql { get; init; }
     public required LoggingOptions Logging { get; init; }
+
+    /// <summary>--lookup-by-identity with its DNS settings; null: postgrey's keys.</summary>
+    public Postgrey.Identity.IdentityOptions? Identity { get; init; }
     public required ServiceOptions Service { get; init; }
 
     /// <summary>Client whitelist files; null: postgrey's defaults.</summary>

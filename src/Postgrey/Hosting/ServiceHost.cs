@@ -33,6 +33,12 @@ internal static class ServiceHost
         builder.Services.AddSingleton<IGreylistStore>(store);
         builder.Services.AddSingleton(whitelists);
         builder.Services.AddSingleton(whitelistFiles);
+        if (options.Identity is { } identity)
+        {
+            // The engine takes it when it is there (its constructor's optional parameter).
+            builder.Services.AddSingleton(identity);
+            builder.Services.AddSingleton<Postgrey.Core.Identity.IKeyIdentityResolver, Postgrey.Identity.IdentityResolver>();
+        }
         builder.Services.AddSingleton<GreylistEngine>();
         builder.Services.AddSingleton(sp => new PolicyConnectionHandler(
             sp.GetRequiredService<GreylistEngine>(),
