@@ -105,10 +105,21 @@ internal static class Schema
         return Convert.ToInt32(read.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    /// <summary>Whether <paramref name="table"/> is on the search path (the schema the tables are created in).</summary>
+    /// <summary>
+    /// Whether <paramref name="table"/> is in the schema the tables are created in. Read from
+    /// pg_class with the statement's snapshot, not with to_regclass: a name lookup uses the
+    /// session's catalog cache, which after the wait for the migration lock may not yet know the
+    /// table another host has just created.
+    /// </summary>
     public static bool Exists(NpgsqlConnection connection, string table)
     {
-        using var find = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection) { Parameters = { new() { Value = table } } };
+        using var find = new NpgsqlCommand(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace " +
+            "WHERE c.relname = $1 AND n.nspname = current_schema())",
+            connection)
+        {
+            Parameters = { new() { Value = table } },
+        };
         return (bool)find.ExecuteScalar()!;
     }
 
