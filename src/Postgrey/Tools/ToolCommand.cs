@@ -17,6 +17,8 @@ internal static class ToolCommand
     {
         "import" => ImportCommand.Create(),
         "export" => ExportCommand.Create(),
+        "report" => ReportCommand.Create(),
+        "replay" => ReplayCommand.Create(),
         _ => null,
     };
 
