@@ -136,7 +136,7 @@ internal static class ReplayCommand
             }
             if (requests.Skipped > 0)
             {
-                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{requests.Skipped} lines skipped: not syslog lines, or Postfix NOQUEUE lines that are not a RCPT reject"));
+                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{requests.Skipped} {(requests.Skipped == 1 ? "line" : "lines")} skipped: not syslog lines, or Postfix NOQUEUE lines that are not a RCPT reject"));
             }
         }
         return 0;
