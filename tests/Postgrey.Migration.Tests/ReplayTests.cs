@@ -57,6 +57,32 @@ public sealed class ReplayTests(MailLogFixture fixture) : IClassFixture<MailLogF
         Assert.Contains(string.Create(CultureInfo.InvariantCulture, $"192.0.2.0/s1@example.net/r1@example.org {Fixtures.T0},{Fixtures.T0 + 400}"), triplets);
     }
 
+    /// <summary>The two commands on the shared store: the log replayed into our service on
+    /// PostgreSQL, then <c>postgrey report --db</c> reads what postgreyreport reads in postgrey's.</summary>
+    [Fact]
+    public async Task ReplayThenReport_OnPostgreSql_ReportAsOnPostgreysDatabase()
+    {
+        RequirePostgrey();
+        PostgresCluster.Require();
+        await using var cluster = new PostgresCluster();
+        string uri = cluster.SocketUri(await cluster.CreateDatabaseAsync());
+        string log = _dir.Write("mail.log", fixture.LogText);
+        int port = PolicyServerProcess.FreePort();
+        await using (var service = BuiltPostgrey.Start([$"--inet=127.0.0.1:{port}", $"--db={uri}", $"--dbdir={_dir.File("run")}", "--allow-test-time"]))
+        {
+            await service.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, port), TimeSpan.FromSeconds(30));
+            var replay = Fixtures.Run("/usr/bin/env", ["TZ=UTC", "dotnet", BuiltPostgrey.DllPath, "replay", log, $"--inet=127.0.0.1:{port}", "--year=2023"]);
+            Assert.True(replay.ExitCode == 0, replay.Stderr);
+        }
+
+        var (exit, ours, errors) = ReportTests.Ours(fixture.LogText, "report", $"--db={uri}", "--show_tries");
+        var (theirExit, theirs, theirErrors) = Fixtures.Run(ReportTests.Postgreyreport, [$"--dbdir={fixture.Log.Dbdir}", $"--user={Environment.UserName}", "--show_tries"], stdin: fixture.LogText);
+
+        Assert.True(exit == 0, errors);
+        Assert.True(theirExit == 0, theirErrors);
+        Assert.Equal(ReportTests.Normalize(theirs), ReportTests.Normalize(ours));
+    }
+
     [Fact]
     public async Task Replay_OverUnixSocket_FromStandardInput()
     {

@@ -208,7 +208,7 @@ public sealed class ReportTests(MailLogFixture fixture) : IClassFixture<MailLogF
     /// indented sender/recipient lines of --nosingle_line belong to the address above them) are
     /// compared as a sorted run; everything else, separators included, in place.
     /// </summary>
-    private static List<string> Normalize(string output)
+    internal static List<string> Normalize(string output)
     {
         var result = new List<string>();
         var run = new List<string>();
