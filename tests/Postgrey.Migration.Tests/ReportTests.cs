@@ -4,8 +4,8 @@ using Postgrey.Testing;
 namespace Postgrey.Migration.Tests;
 
 /// <summary>A mail log and the database it goes with, twice: Debian's postgrey's dbdir, and ours
-/// made from it by <c>postgrey import</c>. Made once for the report tests.</summary>
-public sealed class ReportFixture : IAsyncLifetime
+/// made from it by <c>postgrey import</c>. Made once for each test class.</summary>
+public sealed class MailLogFixture : IAsyncLifetime
 {
     private readonly TempDirectory _dir = new();
 
@@ -49,7 +49,7 @@ public sealed class ReportFixture : IAsyncLifetime
 /// <c>postgrey report</c> on our database against Debian's /usr/bin/postgreyreport on postgrey's:
 /// the same mail log, the same options, the same output.
 /// </summary>
-public sealed class ReportTests(ReportFixture fixture) : IClassFixture<ReportFixture>
+public sealed class ReportTests(MailLogFixture fixture) : IClassFixture<MailLogFixture>
 {
     public const string Postgreyreport = "/usr/bin/postgreyreport";
 
@@ -208,7 +208,7 @@ public sealed class ReportTests(ReportFixture fixture) : IClassFixture<ReportFix
     /// indented sender/recipient lines of --nosingle_line belong to the address above them) are
     /// compared as a sorted run; everything else, separators included, in place.
     /// </summary>
-    private static List<string> Normalize(string output)
+    internal static List<string> Normalize(string output)
     {
         var result = new List<string>();
         var run = new List<string>();

@@ -21,6 +21,8 @@ internal static class ToolCommand
         "list" => ListCommand.Create(),
         "explain" => ExplainCommand.Create(),
         "check-whitelists" => CheckWhitelistsCommand.Create(),
+        "report" => ReportCommand.Create(),
+        "replay" => ReplayCommand.Create(),
         _ => null,
     };
 
