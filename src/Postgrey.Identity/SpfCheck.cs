@@ -151,7 +151,7 @@ public sealed class SpfCheck
                 {
                     if (mechanism.Qualifier == SpfQualifier.Pass && TooWide(mechanism) is { } why)
                     {
-                        return current + ": " + why;
+                        return current.ToString().TrimEnd('.') + ": " + why;
                     }
                     if (mechanism.Type == SpfMechanismType.Include && Followable(mechanism.Domain) is { } included)
                     {
