@@ -82,6 +82,7 @@ public sealed partial class PolicyConnectionHandler
                     // A request read before a stop is still answered: Postfix is waiting for it.
                     string action = await _engine.DecideAsync(request, CancellationToken.None);
                     PolicyResponseWriter.Write(output, action);
+                    ServerMetrics.Answered(request);
                     wrote = true;
                     request.Reset();
                     close = _exim;

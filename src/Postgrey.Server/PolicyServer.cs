@@ -113,6 +113,7 @@ public sealed partial class PolicyServer : BackgroundService
                 client.NoDelay = true;
             }
             long id = Interlocked.Increment(ref _nextConnectionId);
+            ServerMetrics.Opened();
             _connections[id] = ServeAsync(id, client);
         }
     }
@@ -132,11 +133,13 @@ public sealed partial class PolicyServer : BackgroundService
         finally
         {
             _connections.TryRemove(id, out _);
+            ServerMetrics.Closed();
         }
     }
 
     private void WarnRefused()
     {
+        ServerMetrics.Refused();
         long now = Environment.TickCount64;
         long last = Interlocked.Read(ref _lastRefusalWarning);
         if (now - last > 10_000 && Interlocked.CompareExchange(ref _lastRefusalWarning, now, last) == last)

@@ -62,6 +62,7 @@ public sealed partial class GreylistEngine
         {
             // postgrey sends no answer at all here and leaves Postfix to time out.
             Log.UnrecognizedRequest(_logger, request.Request ?? "");
+            EngineMetrics.Decided("dunno", "bad request");
             return Dunno;
         }
 
@@ -76,6 +77,7 @@ public sealed partial class GreylistEngine
         if (missingAttribute is not null)
         {
             Log.AttributeMissing(_logger, missingAttribute);
+            EngineMetrics.Decided("dunno", "bad request");
             return Dunno;
         }
         string clientName = request.ClientName!;
@@ -86,6 +88,7 @@ public sealed partial class GreylistEngine
         {
             // postgrey 1.37 dies here and takes mail down with it.
             Log.BadClientAddress(_logger, request.ClientAddress!);
+            EngineMetrics.Decided("dunno", "bad request");
             return Dunno;
         }
 
@@ -118,18 +121,23 @@ public sealed partial class GreylistEngine
         {
             throw;
         }
-        catch (StoreUnavailableException)
+        catch (StoreUnavailableException ex)
         {
             // The store logs an outage once when it starts and once when it ends; a line per
             // request here would flood the log for as long as it lasts.
+            StoreMetrics.Failed("unavailable", ex.Message);
+            EngineMetrics.Decided("dunno", "store error");
             return Dunno;
         }
         catch (Exception ex)
         {
             // Never hold mail hostage to a broken database: let Postfix go on without us.
             OnStoreFailed(ex);
+            StoreMetrics.Failed(ex is TimeoutException ? "timeout" : "error", ex.Message);
+            EngineMetrics.Decided("dunno", "store error");
             return Dunno;
         }
+        StoreMetrics.Succeeded();
         if (Volatile.Read(ref _storeFailures) != 0)
         {
             OnStoreWorks();
@@ -206,21 +214,26 @@ public sealed partial class GreylistEngine
                 ? request.ClientName + "[" + ClientAddress.Format(address) + "]"
                 : ClientAddress.Format(address);
             Log.Whitelisted(_decisions, client);
+            EngineMetrics.ReachedAutoWhitelist();
         }
 
         string recipient = request.Recipient!;
         if (outcome.Kind == DecisionKind.Greylist)
         {
             string missing = outcome.Missing.ToString(CultureInfo.InvariantCulture);
-            LogAction(request, "greylist", outcome.FirstSeen == now ? "new" : "early-retry (" + missing + "s missing)");
-            return _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
+            bool isNew = outcome.FirstSeen == now;
+            LogAction(request, "greylist", isNew ? "new" : "early-retry (" + missing + "s missing)", metricReason: isNew ? "new" : "early-retry");
+            // --dry-run: what would have been deferred is logged and counted, and passes.
+            return _options.DryRun ? Dunno : _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
         }
 
         if (!outcome.LastWasSuccessful && _instances.IsNew(request.Instance))
         {
             long waited = now - outcome.FirstSeen;
-            LogAction(request, "pass", "triplet found", waited);
-            return "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
+            LogAction(request, "pass", "triplet found", delay: waited);
+            EngineMetrics.Retried(waited);
+            // In --dry-run no mail was delayed: no header saying it was.
+            return _options.DryRun ? Dunno : "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
         }
 
         LogAction(request, "pass", "triplet found");
@@ -269,10 +282,18 @@ public sealed partial class GreylistEngine
     // Perl truthiness: postgrey omits empty attributes, and "0" too.
     private static bool IsTrue(string? value) => !string.IsNullOrEmpty(value) && value != "0";
 
-    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null)
+    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null, string? metricReason = null)
     {
+        EngineMetrics.Decided(action, metricReason ?? reason);
         // postgrey's mylog_action leaves out attributes that are empty (or "0", Perl's false):
         // null here, which the log formatter leaves out with its label.
+        if (_options.DryRun)
+        {
+            // Its own template, so that the default line stays postgrey's byte for byte.
+            Log.DryRunDecision(_decisions, OrNull(request.QueueId), action, reason, delay,
+                OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient), "yes");
+            return;
+        }
         Log.Decision(_decisions, OrNull(request.QueueId), action, reason, delay,
             OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient));
 
@@ -288,6 +309,13 @@ public sealed partial class GreylistEngine
             EventName = "Decision")]
         public static partial void Decision(ILogger logger, string? queueId, string action, string reason, long? delay,
             string? clientName, string? clientAddress, string? sender, string? recipient);
+
+        // --dry-run: the same line and a last field that parsers of postgrey's lines can ignore.
+        [LoggerMessage(3008, LogLevel.Information,
+            "{QueueId}: action={Action}, reason={Reason}, delay={Delay}, client_name={ClientName}, client_address={ClientAddress}, sender={Sender}, recipient={Recipient}, dry_run={DryRun}",
+            EventName = "DryRunDecision")]
+        public static partial void DryRunDecision(ILogger logger, string? queueId, string action, string reason, long? delay,
+            string? clientName, string? clientAddress, string? sender, string? recipient, string dryRun);
 
         [LoggerMessage(3002, LogLevel.Warning, "whitelisted: {Client}", EventName = "Whitelisted")]
         public static partial void Whitelisted(ILogger logger, string client);

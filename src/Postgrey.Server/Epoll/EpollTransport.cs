@@ -275,6 +275,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
             }
             _connections.Add(id, connection);
             Volatile.Write(ref _connectionCount, _connections.Count);
+            ServerMetrics.Opened();
         }
     }
 
@@ -509,6 +510,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         c.Request.Reset();
         c.Output.ResetWrittenCount();
         PolicyResponseWriter.Write(c.Output, action);
+        ServerMetrics.Answered(c.Request);
         c.Sent = 0;
         c.Sending = true;
         c.WaitingSince = Environment.TickCount64;
@@ -582,6 +584,7 @@ internal sealed unsafe partial class EpollTransport : IDisposable
         EpollNative.Close(c.Fd); // also leaves the epoll set
         _connections.Remove(c.Id);
         Volatile.Write(ref _connectionCount, _connections.Count);
+        ServerMetrics.Closed();
     }
 
     public void Dispose()

@@ -96,6 +96,8 @@ internal sealed class PostgreyCommandLine
         DbPasswordFile = Value<DbPassword>("--db-password-file", "PATH", "file holding the PostgreSQL password, first line (else PGPASSWORD, PGPASSFILE or ~/.pgpass)", null, DbPassword.TryRead);
         DbTimeout = Number("--db-timeout", "SECONDS", "longest wait for PostgreSQL before answering DUNNO", (long)new PostgreSqlStoreOptions { ConnectionString = "", Description = "" }.Timeout.TotalSeconds, 1, 600);
         LogFormat = Choice("--log-format", "text: postgrey's lines; json: one JSON object per line", Logging.Format);
+        Metrics = Value<InetEndpoint[]>("--metrics", "[HOST:]PORT", "serve Prometheus /metrics and /health on PORT (localhost if HOST is not given)", null, ParseMetrics);
+        DryRun = Switch("--dry-run", "decide and record as usual, but answer DUNNO (learning mode; decision lines end in dry_run=yes)");
     }
 
     public Option<bool> Version { get; }
@@ -140,6 +142,8 @@ internal sealed class PostgreyCommandLine
     public Option<NpgsqlConnectionStringBuilder> Db { get; }
     public Option<DbPassword> DbPasswordFile { get; }
     public Option<int> DbTimeout { get; }
+    public Option<InetEndpoint[]> Metrics { get; }
+    public Option<bool> DryRun { get; }
 
     /// <summary>Every option, for the help text and the coverage test.</summary>
     public IEnumerable<Option> Options => _root.Options;
@@ -231,6 +235,20 @@ internal sealed class PostgreyCommandLine
             }
         }
         return [.. endpoints];
+    }
+
+    private static bool ParseMetrics(string text, [MaybeNullWhen(false)] out InetEndpoint[] value, out string error)
+    {
+        value = null;
+        if (!InetSpec.TryParse(text, out IReadOnlyList<InetEndpoint> endpoints, out error))
+        {
+            // InetSpec's messages begin with "--inet=SPEC: "; the caller says "--metrics=SPEC: ".
+            int colon = error.IndexOf(": ", StringComparison.Ordinal);
+            error = colon < 0 ? error : error[(colon + 2)..];
+            return false;
+        }
+        value = [.. endpoints];
+        return true;
     }
 
     /// <summary>The socket is bound at its full path, which must fit sun_path: checked here, before

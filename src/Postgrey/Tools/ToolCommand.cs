@@ -17,6 +17,7 @@ internal static class ToolCommand
     {
         "import" => ImportCommand.Create(),
         "export" => ExportCommand.Create(),
+        "stats" => StatsCommand.Create(),
         _ => null,
     };
 
