@@ -126,16 +126,16 @@ internal static class ServiceStartup
                 return 0;
             }
 
+            if (options.Metrics is { } metricsAt)
+            {
+                // Bound before the policy sockets (as root, if started so): a port in use stops the start.
+                metrics = new Monitoring.MetricsCollector();
+                metricsEndpoint = Monitoring.MetricsEndpoint.Bind(metricsAt, metrics, loggerFactory.CreateLogger<Monitoring.MetricsEndpoint>());
+            }
             listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
             if (account is not null)
             {
                 listeners.GiveSocketFiles(account.Uid, account.Gid); // as Net::Server: --socketmode 0660 shared with Postfix's group
-            }
-            if (options.Metrics is { } metricsAt)
-            {
-                // Bound with the policy sockets (as root, if started so): a port in use stops the start.
-                metrics = new Monitoring.MetricsCollector();
-                metricsEndpoint = Monitoring.MetricsEndpoint.Bind(metricsAt, metrics, loggerFactory.CreateLogger<Monitoring.MetricsEndpoint>());
             }
             WhitelistMetrics.Watch(whitelists);
             pidFile?.Write(account);

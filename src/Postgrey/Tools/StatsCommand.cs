@@ -27,26 +27,26 @@ internal static class StatsCommand
             HelpName = "DIR",
             DefaultValueFactory = _ => ImportCommand.DefaultDirectory,
         };
-        var since = new Option<long>("--since")
+        var since = new Option<string>("--since")
         {
             Description = "the triplets first seen within this time: N followed by d, h, m or s",
             HelpName = "AGE",
-            DefaultValueFactory = _ => 7 * 86400,
-            CustomParser = r => Seconds(r, "--since", allowZero: false) ?? 0,
+            DefaultValueFactory = _ => "7d",
+            CustomParser = r => Checked(r, static t => Seconds(t, "--since", allowZero: false)),
         };
-        var delay = new Option<long>("--delay")
+        var delay = new Option<string>("--delay")
         {
             Description = "the service's --delay, in seconds",
             HelpName = "N",
-            DefaultValueFactory = _ => 300,
-            CustomParser = r => Seconds(r, "--delay", allowZero: true) ?? 0,
+            DefaultValueFactory = _ => "300",
+            CustomParser = r => Checked(r, static t => Seconds(t, "--delay", allowZero: true)),
         };
-        var retryWindow = new Option<long>("--retry-window")
+        var retryWindow = new Option<string>("--retry-window")
         {
             Description = "the service's --retry-window: N days, or Nh hours",
             HelpName = "N",
-            DefaultValueFactory = _ => 2 * 86400,
-            CustomParser = r => RetryWindow(r),
+            DefaultValueFactory = _ => "2",
+            CustomParser = r => Checked(r, RetryWindow),
         };
         var awl = new Option<int>("--auto-whitelist-clients")
         {
@@ -65,15 +65,30 @@ internal static class StatsCommand
         {
             dbdir, since, delay, retryWindow, awl, top, json,
         };
-        command.SetAction(r => Run(new StatsSettings(r.GetValue(dbdir)!, r.GetValue(since), r.GetValue(delay), r.GetValue(retryWindow),
-            r.GetValue(awl), r.GetValue(top)), r.GetValue(json), DateTimeOffset.UtcNow.ToUnixTimeSeconds()));
+        command.SetAction(r => Run(
+            new StatsSettings(r.GetValue(dbdir)!, Value(r.GetValue(since)!, t => Seconds(t, "--since", false)), Value(r.GetValue(delay)!, t => Seconds(t, "--delay", true)),
+                Value(r.GetValue(retryWindow)!, RetryWindow), r.GetValue(awl), r.GetValue(top)),
+            r.GetValue(json),
+            DateTimeOffset.UtcNow.ToUnixTimeSeconds()));
         return command;
     }
 
-    /// <summary>N with an optional unit d, h, m, s (plain: seconds, or days for --since, as --max-age).</summary>
-    private static long? Seconds(ArgumentResult result, string name, bool allowZero)
+    /// <summary>Checks the text at parse time (so that a bad value is a usage error, exit 2) and keeps it.</summary>
+    private static string Checked(ArgumentResult result, Func<string, (long? Value, string Error)> parse)
     {
         string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
+        if (parse(text).Value is null)
+        {
+            result.AddError(parse(text).Error);
+        }
+        return text;
+    }
+
+    private static long Value(string text, Func<string, (long? Value, string Error)> parse) => parse(text).Value!.Value;
+
+    /// <summary>N with an optional unit d, h, m, s (plain: seconds, or days for --since, as --max-age).</summary>
+    private static (long? Value, string Error) Seconds(string text, string name, bool allowZero)
+    {
         long unit = name == "--since" ? 86400 : 1;
         string number = text;
         if (text.Length > 0 && "dhms".Contains(text[^1], StringComparison.Ordinal))
@@ -83,22 +98,19 @@ internal static class StatsCommand
         }
         if (!long.TryParse(number, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n > 100_000L * 86400 / unit || (n == 0 && !allowZero))
         {
-            result.AddError($"{name}={text}: a {(allowZero ? "" : "positive ")}whole number with an optional unit d, h, m or s is expected");
-            return null;
+            return (null, $"{name}={text}: a {(allowZero ? "" : "positive ")}whole number with an optional unit d, h, m or s is expected");
         }
-        return n * unit;
+        return (n * unit, "");
     }
 
-    private static long RetryWindow(ArgumentResult result)
+    private static (long? Value, string Error) RetryWindow(string text)
     {
-        string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
         bool hours = text.EndsWith('h');
         if (!long.TryParse(hours ? text[..^1] : text, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n is 0 or > 100_000)
         {
-            result.AddError($"--retry-window={text}: N days or Nh hours is expected");
-            return 0;
+            return (null, $"--retry-window={text}: N days or Nh hours is expected");
         }
-        return n * (hours ? 3600 : 86400);
+        return (n * (hours ? 3600 : 86400), "");
     }
 
     private static int Run(StatsSettings settings, bool json, long now)
