@@ -49,11 +49,19 @@ start_server() {
         ours)
             # Not -q: every decision is logged (to the file), as an installed service does.
             dotnet "$ours_dll" "${run_as[@]}" --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
+        ours-metrics)
+            # --metrics on and scraped every second throughout (SERVERS="ours ours-metrics": the cost of issue 16).
+            local mport=$((20000 + RANDOM % 20000))
+            dotnet "$ours_dll" "${run_as[@]}" --$kind="$address" --dbdir="$db" --metrics=127.0.0.1:$mport --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 &
+            server_pid=$!
+            (while kill -0 "$server_pid" 2>/dev/null; do curl -s -o /dev/null "http://127.0.0.1:$mport/metrics" || true; sleep 1; done) &
+            pids+=("$!") ;;
         postgrey)
             chown postgrey "$db" "$work" 2>/dev/null || true
             /usr/sbin/postgrey --$kind="$address" --dbdir="$db" --whitelist-clients=/dev/null --whitelist-recipients=/dev/null >"$db.log" 2>&1 & ;;
     esac
-    server_pid=$!; pids+=("$server_pid")
+    [ "$name" = ours-metrics ] || server_pid=$!
+    pids+=("$server_pid")
     for _ in $(seq 200); do
         if "$load" --$kind "$address" --requests 1 --quiet >/dev/null 2>&1; then return 0; fi
         sleep 0.05

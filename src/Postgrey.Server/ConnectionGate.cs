@@ -30,18 +30,24 @@ internal sealed class ConnectionGate(int maxConnections, ILogger logger)
         if (Interlocked.Increment(ref _open) > maxConnections)
         {
             Interlocked.Decrement(ref _open);
+            ServerMetrics.Refused();
             WarnRefused();
             admission = default;
             return false;
         }
         // Policy answers are small and awaited one by one: Nagle's algorithm would hold them
         // back behind the delayed ACK of the previous one.
+        ServerMetrics.Opened();
         admission = new Admission(Interlocked.Increment(ref _lastId), family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6);
         return true;
     }
 
     /// <summary>A connection admitted by <see cref="TryAdmit"/> has ended.</summary>
-    public void Release() => Interlocked.Decrement(ref _open);
+    public void Release()
+    {
+        Interlocked.Decrement(ref _open);
+        ServerMetrics.Closed();
+    }
 
     /// <summary>accept(2) failed for want of descriptors or buffers: the delay before the
     /// listener is tried again, doubled at each failure in a row (10 ms to 1 s), so that the

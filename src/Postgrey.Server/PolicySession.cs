@@ -98,6 +98,7 @@ internal sealed class PolicySession
     public bool Answer(string action, IBufferWriter<byte> output)
     {
         PolicyResponseWriter.Write(output, action);
+        ServerMetrics.Answered(Request);
         Request.Reset();
         WaitingSince = Environment.TickCount64;
         return _protocol.Exim;

@@ -369,7 +369,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         {
             try
             {
+                long started = Stopwatch.GetTimestamp();
                 RunBatchOnce(batch);
+                StoreMetrics.Committed(started, batch.Count);
                 Batches++;
                 if (Volatile.Read(ref _slow) == 1 && Interlocked.Exchange(ref _slow, 0) == 1)
                 {

@@ -348,6 +348,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 return;
             }
             WorkItem? running = null;
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
                 BeginBatch(batch);
@@ -361,6 +362,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                 }
                 running = null;
                 _sql.Commit();
+                StoreMetrics.Committed(started, batch.Count);
             }
             catch (Exception ex)
             {

@@ -93,6 +93,7 @@ public sealed partial class GreylistEngine
         {
             // postgrey sends no answer at all here and leaves Postfix to time out.
             Log.UnrecognizedRequest(_logger, request.Request ?? "");
+            EngineMetrics.Decided("dunno", "bad request");
             return new PendingDecision(Dunno);
         }
 
@@ -107,6 +108,7 @@ public sealed partial class GreylistEngine
         if (missingAttribute is not null)
         {
             Log.AttributeMissing(_logger, missingAttribute);
+            EngineMetrics.Decided("dunno", "bad request");
             return new PendingDecision(Dunno);
         }
         string clientName = request.ClientName!;
@@ -117,6 +119,7 @@ public sealed partial class GreylistEngine
         {
             // postgrey 1.37 dies here and takes mail down with it.
             Log.BadClientAddress(_logger, request.ClientAddress!);
+            EngineMetrics.Decided("dunno", "bad request");
             return new PendingDecision(Dunno);
         }
 
@@ -200,16 +203,23 @@ public sealed partial class GreylistEngine
     {
         // The store logs an outage once when it starts and once when it ends; a line per
         // request here would flood the log for as long as it lasts.
-        if (ex is not StoreUnavailableException)
+        if (ex is StoreUnavailableException)
+        {
+            StoreMetrics.Failed("unavailable", ex.Message);
+        }
+        else
         {
             // Never hold mail hostage to a broken database: let Postfix go on without us.
             OnStoreFailed(ex);
+            StoreMetrics.Failed(ex is TimeoutException ? "timeout" : "error", ex.Message);
         }
+        EngineMetrics.Decided("dunno", "store error");
         return Dunno;
     }
 
     private string Answer(PolicyRequest request, PendingDecision pending, DecisionOutcome outcome)
     {
+        StoreMetrics.Succeeded();
         if (Volatile.Read(ref _storeFailures) != 0)
         {
             OnStoreWorks();
@@ -285,21 +295,26 @@ public sealed partial class GreylistEngine
                 ? request.ClientName + "[" + ClientAddress.Format(address) + "]"
                 : ClientAddress.Format(address);
             Log.Whitelisted(_decisions, client);
+            EngineMetrics.ReachedAutoWhitelist();
         }
 
         string recipient = request.Recipient!;
         if (outcome.Kind == DecisionKind.Greylist)
         {
             string missing = outcome.Missing.ToString(CultureInfo.InvariantCulture);
-            LogAction(request, "greylist", outcome.FirstSeen == now ? "new" : "early-retry (" + missing + "s missing)", identity: identity);
-            return _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
+            bool isNew = outcome.FirstSeen == now;
+            LogAction(request, "greylist", isNew ? "new" : "early-retry (" + missing + "s missing)", identity: identity, metricReason: isNew ? "new" : "early-retry");
+            // --dry-run: what would have been deferred is logged and counted, and passes.
+            return _options.DryRun ? Dunno : _options.GreylistAction + " " + GreylistText(request.EtrnDomain is not null, missing, recipient);
         }
 
         if (!outcome.LastWasSuccessful && _instances.IsNew(request.Instance))
         {
             long waited = now - outcome.FirstSeen;
             LogAction(request, "pass", "triplet found", waited, identity);
-            return "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
+            EngineMetrics.Retried(waited);
+            // In --dry-run no mail was delayed: no header saying it was.
+            return _options.DryRun ? Dunno : "PREPEND " + Header(waited.ToString(CultureInfo.InvariantCulture));
         }
 
         LogAction(request, "pass", "triplet found", identity: identity);
@@ -348,20 +363,31 @@ public sealed partial class GreylistEngine
     // Perl truthiness: postgrey omits empty attributes, and "0" too.
     private static bool IsTrue(string? value) => !string.IsNullOrEmpty(value) && value != "0";
 
-    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null, KeyIdentity? identity = null)
+    private void LogAction(PolicyRequest request, string action, string reason, long? delay = null, KeyIdentity? identity = null, string? metricReason = null)
     {
+        EngineMetrics.Decided(action, metricReason ?? reason);
         // postgrey's mylog_action leaves out attributes that are empty (or "0", Perl's false):
-        // null here, which the log formatter leaves out with its label.
-        if (identity is { } key)
+        // null here, which the log formatter leaves out with its label. The fields of
+        // --lookup-by-identity (key=) and --dry-run (dry_run=yes) come last, each with its own
+        // template, so that the default line stays postgrey's byte for byte and scripts that
+        // read postgrey's fields do not trip over them.
+        string? queueId = OrNull(request.QueueId), clientName = OrNull(request.ClientName), clientAddress = OrNull(request.ClientAddress),
+            sender = OrNull(request.Sender), recipient = OrNull(request.Recipient);
+        switch (identity, _options.DryRun)
         {
-            // --lookup-by-identity only: postgrey's line with the key's form last, where
-            // scripts that read postgrey's fields do not trip over it.
-            Log.DecisionWithKey(_decisions, OrNull(request.QueueId), action, reason, delay,
-                OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient), key.Describe());
-            return;
+            case (null, false):
+                Log.Decision(_decisions, queueId, action, reason, delay, clientName, clientAddress, sender, recipient);
+                break;
+            case (null, true):
+                Log.DryRunDecision(_decisions, queueId, action, reason, delay, clientName, clientAddress, sender, recipient, "yes");
+                break;
+            case ({ } key, false):
+                Log.DecisionWithKey(_decisions, queueId, action, reason, delay, clientName, clientAddress, sender, recipient, key.Describe());
+                break;
+            case ({ } key, true):
+                Log.DryRunDecisionWithKey(_decisions, queueId, action, reason, delay, clientName, clientAddress, sender, recipient, key.Describe(), "yes");
+                break;
         }
-        Log.Decision(_decisions, OrNull(request.QueueId), action, reason, delay,
-            OrNull(request.ClientName), OrNull(request.ClientAddress), OrNull(request.Sender), OrNull(request.Recipient));
 
         static string? OrNull(string? value) => IsTrue(value) ? value : null;
     }
@@ -381,6 +407,18 @@ public sealed partial class GreylistEngine
             EventName = "DecisionWithKey")]
         public static partial void DecisionWithKey(ILogger logger, string? queueId, string action, string reason, long? delay,
             string? clientName, string? clientAddress, string? sender, string? recipient, string key);
+
+        [LoggerMessage(3009, LogLevel.Information,
+            "{QueueId}: action={Action}, reason={Reason}, delay={Delay}, client_name={ClientName}, client_address={ClientAddress}, sender={Sender}, recipient={Recipient}, dry_run={DryRun}",
+            EventName = "DryRunDecision")]
+        public static partial void DryRunDecision(ILogger logger, string? queueId, string action, string reason, long? delay,
+            string? clientName, string? clientAddress, string? sender, string? recipient, string dryRun);
+
+        [LoggerMessage(3010, LogLevel.Information,
+            "{QueueId}: action={Action}, reason={Reason}, delay={Delay}, client_name={ClientName}, client_address={ClientAddress}, sender={Sender}, recipient={Recipient}, key={Key}, dry_run={DryRun}",
+            EventName = "DryRunDecisionWithKey")]
+        public static partial void DryRunDecisionWithKey(ILogger logger, string? queueId, string action, string reason, long? delay,
+            string? clientName, string? clientAddress, string? sender, string? recipient, string key, string dryRun);
 
         [LoggerMessage(3002, LogLevel.Warning, "whitelisted: {Client}", EventName = "Whitelisted")]
         public static partial void Whitelisted(ILogger logger, string client);

@@ -46,6 +46,9 @@ public sealed record GreylistOptions
     /// <summary>--allow-test-time: honour policy_test_time (postgrey trusts it from anyone).</summary>
     public bool AllowTestTime { get; init; }
 
+    /// <summary>--dry-run: decide and record as usual, answer DUNNO, mark the decision lines.</summary>
+    public bool DryRun { get; init; }
+
     /// <summary>How many recent message instances are remembered so that a message with several
     /// recipients gets one X-Greylist header (postgrey: 10, too few under concurrency).</summary>
     public int InstanceMemory { get; init; } = 10_000;

@@ -22,6 +22,10 @@ public sealed class PolicyRequest
     /// <summary>Replaces the clock for this request when the server allows it.</summary>
     public string? PolicyTestTime { get; set; }
 
+    /// <summary>When the request was read completely (a Stopwatch timestamp), for the answer
+    /// time metric. <see cref="Reset"/> keeps it: an answer may be written after the reset.</summary>
+    public long ReceivedTimestamp { get; set; }
+
     /// <summary>Clears the values for the next request on the same connection.</summary>
     public void Reset()
     {

@@ -132,6 +132,7 @@ public sealed class PolicyRequestParser
         {
             _attributes = 0;
             _requestBytes = 0;
+            request.ReceivedTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
             return PolicyReadStatus.Request;
         }
 

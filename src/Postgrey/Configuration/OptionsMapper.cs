@@ -49,6 +49,7 @@ internal static class OptionsMapper
                 Privacy = Get(flags.Privacy),
                 Hostname = Get(flags.Hostname),
                 AllowTestTime = Get(flags.AllowTestTime),
+                DryRun = Get(flags.DryRun),
             },
             Server = new ServerOptions
             {
@@ -85,6 +86,7 @@ internal static class OptionsMapper
             WhitelistClientFiles = whitelistClients.Length > 0 ? whitelistClients : null,
             WhitelistRecipientFiles = whitelistRecipients.Length > 0 ? whitelistRecipients : null,
             MaintenanceInterval = TimeSpan.FromSeconds(Get(flags.MaintenanceInterval)),
+            Metrics = parsed.GetValue(flags.Metrics),
             CompatibilityWarnings = warnings,
         };
     }

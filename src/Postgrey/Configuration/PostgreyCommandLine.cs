@@ -100,6 +100,8 @@ internal sealed class PostgreyCommandLine
         LookupByIdentity = Switch("--lookup-by-identity", "key on the sender's domain when SPF passes the client, else the registrable domain of a verified, non-dynamic client name, else the subnet (docs/pool-aware.md)");
         DnsServer = Value<DnsServerEndpoint>("--dns-server", "HOST[:PORT]", "resolver for --lookup-by-identity (default: the system's)", null, DnsServerEndpoint.TryParse);
         DnsTimeout = Number("--dns-timeout", "MS", "longest SPF check for --lookup-by-identity, in milliseconds, before the key falls back", (long)Identity.Timeout.TotalMilliseconds, 10, 60_000);
+        Metrics = Value<InetEndpoint[]>("--metrics", "[HOST:]PORT", "serve Prometheus /metrics and /health on PORT (localhost if HOST is not given)", null, ParseMetrics);
+        DryRun = Switch("--dry-run", "decide and record as usual, but answer DUNNO (learning mode; decision lines end in dry_run=yes)");
     }
 
     public Option<bool> Version { get; }
@@ -147,6 +149,8 @@ internal sealed class PostgreyCommandLine
     public Option<bool> LookupByIdentity { get; }
     public Option<DnsServerEndpoint> DnsServer { get; }
     public Option<int> DnsTimeout { get; }
+    public Option<InetEndpoint[]> Metrics { get; }
+    public Option<bool> DryRun { get; }
 
     /// <summary>Every option, for the help text and the coverage test.</summary>
     public IEnumerable<Option> Options => _root.Options;
@@ -247,6 +251,20 @@ internal sealed class PostgreyCommandLine
             }
         }
         return [.. endpoints];
+    }
+
+    private static bool ParseMetrics(string text, [MaybeNullWhen(false)] out InetEndpoint[] value, out string error)
+    {
+        value = null;
+        if (!InetSpec.TryParse(text, out IReadOnlyList<InetEndpoint> endpoints, out error))
+        {
+            // InetSpec's messages begin with "--inet=SPEC: "; the caller says "--metrics=SPEC: ".
+            int colon = error.IndexOf(": ", StringComparison.Ordinal);
+            error = colon < 0 ? error : error[(colon + 2)..];
+            return false;
+        }
+        value = [.. endpoints];
+        return true;
     }
 
     /// <summary>The socket is bound at its full path, which must fit sun_path: checked here, before

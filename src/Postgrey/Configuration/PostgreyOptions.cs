@@ -29,6 +29,9 @@ internal sealed record PostgreyOptions
     /// <summary>--maintenance-interval; its default is the flag's.</summary>
     public required TimeSpan MaintenanceInterval { get; init; }
 
+    /// <summary>--metrics: where /metrics and /health are served; null: off.</summary>
+    public IReadOnlyList<InetEndpoint>? Metrics { get; init; }
+
     /// <summary>One-line notes on flags accepted for compatibility that change nothing here yet.</summary>
     public IReadOnlyList<string> CompatibilityWarnings { get; init; } = [];
 }

@@ -52,9 +52,11 @@ internal sealed partial class MaintenanceService(
     {
         var policy = new MaintenancePolicy(time.GetUtcNow().ToUnixTimeSeconds(), options.MaxAgeSeconds, options.DelaySeconds, options.RetryWindowSeconds);
         Log.Cleaning(logger);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
             MaintenanceReport report = await store.CleanAsync(policy, cancellationToken);
+            MaintenanceMetrics.Finished(started, report);
             if (report.Skipped)
             {
                 return; // another host sharing the store cleans it; the store said so
@@ -72,10 +74,12 @@ internal sealed partial class MaintenanceService(
         catch (TimeoutException ex)
         {
             // The database was locked elsewhere or too slow: no fault of ours to trace.
+            MaintenanceMetrics.Failed(started);
             Log.TimedOut(logger, ex.Message);
         }
         catch (Exception ex)
         {
+            MaintenanceMetrics.Failed(started);
             Log.Failed(logger, ex);
         }
     }

@@ -84,6 +84,8 @@ internal static class ServiceStartup
         DatabaseDirectory? dbdir = null;
         IGreylistStore? store = null;
         PolicyListeners? listeners = null;
+        Monitoring.MetricsCollector? metrics = null;
+        Monitoring.MetricsEndpoint? metricsEndpoint = null;
         try
         {
             if (account is { Uid: not 0 }) // --user=root: no one to guard root's files from
@@ -124,11 +126,18 @@ internal static class ServiceStartup
                 return 0;
             }
 
+            if (options.Metrics is { } metricsAt)
+            {
+                // Bound before the policy sockets (as root, if started so): a port in use stops the start.
+                metrics = new Monitoring.MetricsCollector();
+                metricsEndpoint = Monitoring.MetricsEndpoint.Bind(metricsAt, metrics, loggerFactory.CreateLogger<Monitoring.MetricsEndpoint>());
+            }
             listeners = OpenListeners(options, loggerFactory.CreateLogger<PolicyListeners>());
             if (account is not null)
             {
                 listeners.GiveSocketFiles(account.Uid, account.Gid); // as Net::Server: --socketmode 0660 shared with Postfix's group
             }
+            WhitelistMetrics.Watch(whitelists);
             pidFile?.Write(account);
 
             // Built as root: building reads the configuration and loads most of what the host needs.
@@ -142,6 +151,10 @@ internal static class ServiceStartup
 
             var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
             SystemdNotifier.Register(lifetime);
+            PolicyServer? server = host.Services.GetServices<IHostedService>().OfType<PolicyServer>().FirstOrDefault();
+            var health = new Monitoring.HealthCheck(lifetime, () => server?.ExecuteTask);
+            SystemdWatchdog.Register(lifetime, health.Problem);
+            metricsEndpoint?.Start(health.Problem);
             if (Daemon.IsDaemon)
             {
                 lifetime.ApplicationStarted.Register(Daemon.Detach);
@@ -166,6 +179,8 @@ internal static class ServiceStartup
         }
         finally
         {
+            metricsEndpoint?.Dispose();
+            metrics?.Dispose();
             listeners?.Dispose();
             (store as IDisposable)?.Dispose(); // after every connection has been answered
             dbdir?.Dispose(); // the start failed before the database was open: the dbdir goes back as it was

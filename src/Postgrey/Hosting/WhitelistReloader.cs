@@ -61,10 +61,12 @@ internal sealed partial class WhitelistReloader(WhitelistFiles files, WhitelistP
         WhitelistSet? next = files.Load(requireAll: true);
         if (next is null)
         {
+            WhitelistMetrics.Reloaded(ok: false);
             Log.ReloadFailed(logger);
             return;
         }
         provider.Replace(next);
+        WhitelistMetrics.Reloaded(ok: true);
     }
 
     private static partial class Log

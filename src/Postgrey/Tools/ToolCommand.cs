@@ -23,6 +23,7 @@ internal static class ToolCommand
         "check-whitelists" => CheckWhitelistsCommand.Create(),
         "report" => ReportCommand.Create(),
         "replay" => ReplayCommand.Create(),
+        "stats" => StatsCommand.Create(),
         _ => null,
     };
 
