@@ -6,6 +6,7 @@ using Microsoft.Data.Sqlite;
 using Npgsql;
 using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
+using DbCommand = System.Data.Common.DbCommand;
 
 namespace Postgrey.Tools;
 
