@@ -4,7 +4,7 @@ using System.CommandLine.Help;
 namespace Postgrey.Tools;
 
 /// <summary>
-/// Runs a subcommand (<c>postgrey import</c>, <c>postgrey export</c>) as a tool, not a service:
+/// Runs a subcommand (<c>postgrey import</c>, <c>export</c>, <c>db init</c>, <c>db copy</c>) as a tool, not a service:
 /// its own --help, bad usage exits 2 and a failure exits 1, each with one line on stderr.
 /// </summary>
 internal static class ToolCommand
