@@ -280,6 +280,22 @@ public sealed class AdminToolsTests : IDisposable
         Assert.Equal("17 entries in 2 files: 5 errors, 9 warnings", lines[^1]);
     }
 
+    /// <summary>Without FILES, the files the service reads with the same flags: the way
+    /// ExecReload or an admin checks the service's own configuration.</summary>
+    [Fact]
+    public void CheckWhitelists_ServiceFlags_ChecksTheServicesFiles()
+    {
+        string clients = _dir.Write("c", "example.com\nbad host\n");
+        string recipients = _dir.Write("r", "/(/\n");
+
+        var (exit, stdout, _) = Run("check-whitelists", "--inet=10023", "--delay=60", $"--whitelist-clients={clients}", $"--whitelist-recipients={recipients}");
+
+        Assert.Equal(1, exit);
+        Assert.Equal(
+            [$"{clients}:2: error: bad host: doesn't look like a hostname", $"{recipients}:1: error: /(/: invalid regular expression: ", "3 entries in 2 files: 2 errors, 0 warnings"],
+            stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Contains("invalid regular", StringComparison.Ordinal) ? l[..(l.IndexOf("expression: ", StringComparison.Ordinal) + 12)] : l));
+    }
+
     [Fact]
     public void CheckWhitelists_UnreadableFile_ExitsOne_MissingLocalIsFine()
     {

@@ -24,7 +24,7 @@ internal static class CheckWhitelistsCommand
         var flags = new PostgreyCommandLine();
         var files = new Argument<string[]>("files")
         {
-            Description = "whitelist files; one whose name holds \"recipient\" is a recipient whitelist, any other a client whitelist (default: the service's files, from --whitelist-clients/--whitelist-recipients or the defaults)",
+            Description = "whitelist files; one whose name holds \"recipient\" is a recipient whitelist, any other a client whitelist (default: the files the service reads with these flags: --whitelist-clients, --whitelist-recipients, or the defaults)",
             Arity = ArgumentArity.ZeroOrMore,
         };
         var command = new Command(Name, "Check whitelist files as the service reads them: bad lines and regexes (errors, exit 1), duplicates and entries another covers (warnings). The service's other flags are accepted and ignored, so its command line can be given as is.")
@@ -46,19 +46,11 @@ internal static class CheckWhitelistsCommand
             }
             string[] clientFiles = r.GetValue(flags.WhitelistClients) ?? [];
             string[] recipientFiles = r.GetValue(flags.WhitelistRecipients) ?? [];
+            // Without FILES: exactly the files the service, with these flags, reads.
             var service = new WhitelistFiles(
                 clientFiles.Length > 0 ? clientFiles : null, recipientFiles.Length > 0 ? recipientFiles : null, NullLogger.Instance);
-            IReadOnlyList<string> clients = given.Length > 0 || recipientFiles.Length > 0 && clientFiles.Length == 0
-                ? [.. given.Where(f => !IsRecipientFile(f))]
-                : service.ClientFiles;
-            IReadOnlyList<string> recipients = given.Length > 0 || clientFiles.Length > 0 && recipientFiles.Length == 0
-                ? [.. given.Where(IsRecipientFile)]
-                : service.RecipientFiles;
-            if (given.Length > 0)
-            {
-                clients = [.. clients, .. clientFiles];
-                recipients = [.. recipients, .. recipientFiles];
-            }
+            IReadOnlyList<string> clients = given.Length > 0 ? [.. given.Where(f => !IsRecipientFile(f)), .. clientFiles] : service.ClientFiles;
+            IReadOnlyList<string> recipients = given.Length > 0 ? [.. given.Where(IsRecipientFile), .. recipientFiles] : service.RecipientFiles;
             return Run(clients, recipients);
         });
         return command;
