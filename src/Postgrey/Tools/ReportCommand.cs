@@ -6,7 +6,6 @@ using Microsoft.Data.Sqlite;
 using Npgsql;
 using Postgrey.Storage.PostgreSql;
 using Postgrey.Storage.Sqlite;
-using DbCommand = System.Data.Common.DbCommand;
 
 namespace Postgrey.Tools;
 
@@ -157,7 +156,7 @@ internal static class ReportCommand
         }
 
         using (connection)
-        using (DbCommand find = Lookup(connection, uri is null ? "$k" : "$1"))
+        using (System.Data.Common.DbCommand find = Lookup(connection, uri is null ? "$k" : "$1"))
         {
             var triplets = new GreylistedTriplets(settings.GreylistText, matchFiles.Length > 0 ? match : null, skip, settings.SkipPool, settings.Delay, key =>
             {
@@ -312,14 +311,14 @@ internal static class ReportCommand
     /// <summary>Fails now, with the database's own message, if it has no triplets table.</summary>
     private static void CheckTable(DbConnection connection)
     {
-        using DbCommand probe = connection.CreateCommand();
+        using System.Data.Common.DbCommand probe = connection.CreateCommand();
         probe.CommandText = "SELECT count(*) FROM triplets WHERE 1 = 0";
         probe.ExecuteScalar();
     }
 
-    private static DbCommand Lookup(DbConnection connection, string parameter)
+    private static System.Data.Common.DbCommand Lookup(DbConnection connection, string parameter)
     {
-        DbCommand find = connection.CreateCommand();
+        System.Data.Common.DbCommand find = connection.CreateCommand();
         find.CommandText = $"SELECT first_seen, last_seen FROM triplets WHERE key = {parameter}";
         DbParameter key = find.CreateParameter();
         if (connection is SqliteConnection)
