@@ -185,6 +185,10 @@ internal static class ReportCommand
             {
                 return ToolCommand.Fail("report", $"can't read {database}: {ex.Message}");
             }
+            catch (RegexMatchTimeoutException ex)
+            {
+                return ToolCommand.Fail("report", $"the client list's /{ex.Pattern}/ took over a second on one line of {current}");
+            }
 
             try
             {
