@@ -86,7 +86,8 @@ internal static class OptionsMapper
             WhitelistClientFiles = whitelistClients.Length > 0 ? whitelistClients : null,
             WhitelistRecipientFiles = whitelistRecipients.Length > 0 ? whitelistRecipients : null,
             MaintenanceInterval = TimeSpan.FromSeconds(Get(flags.MaintenanceInterval)),
-            Metrics = parsed.GetValue(flags.Metrics),
+            // Not given: null, not the empty array System.CommandLine hands out for an array option.
+            Metrics = PostgreyCommandLine.IsGiven(parsed.RootCommandResult, flags.Metrics) ? parsed.GetValue(flags.Metrics) : null,
             CompatibilityWarnings = warnings,
         };
     }
