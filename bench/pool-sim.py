@@ -106,7 +106,8 @@ def main():
         used = rng.sample(hosts, k)
         for at in postfix_attempts(start, rng):
             client, name = rng.choice(used)
-            events.append((at, "pool", m, client, name, f"bounce-{m}@{domain}", f"user{m % 50}@example.org"))
+            # One message, one recipient of its own: no triplet is shared between messages.
+            events.append((at, "pool", m, client, name, f"newsletter@{domain}", f"user{m}@example.org"))
     for s in range(a.spam):
         client = f"{rng.randint(100, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
         forged = s % 3 == 0  # a third claim a big provider's domain, failing its SPF
@@ -150,22 +151,27 @@ def main():
                     accepted[mid] = at
                 elif kind == "spam":
                     spam_total += 1; spam_deferred += deferred
-            first = {}
+            first, attempts = {}, {}
             for at, kind, mid, *_ in events:
-                if kind == "pool": first.setdefault(mid, at)
+                if kind == "pool":
+                    first.setdefault(mid, at); attempts.setdefault(mid, []).append(at)
+            # Accepted at the latest on the first attempt --delay or more after the first one
+            # (earlier: the client was on the auto-whitelist).
+            on_first_retry = sum(1 for m in first if m in accepted
+                                 and accepted[m] <= next(t for t in attempts[m] if t - first[m] >= DELAY)) / len(first)
             delays = [accepted[m] - first[m] for m in first if m in accepted]
             within15 = sum(1 for d in delays if d <= 900) / len(first)
             median = statistics.median(delays) if delays else float("nan")
-            rows.append((label, within15, median, len(delays) / len(first), spam_deferred / spam_total))
+            rows.append((label, within15, on_first_retry, median, len(delays) / len(first), spam_deferred / spam_total))
         finally:
             proc.kill(); proc.wait()
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"{a.messages} pool messages (5 providers, 12 hosts over 4 /16s each, retries from k of 12), {a.spam} one-shot spam (a third forged provider senders), --delay={DELAY}, seed {a.seed}")
-    print("| server | pool mail accepted within 15 min | median delay | accepted in 5 days | spam deferred |")
-    print("|---|---|---|---|---|")
-    for label, w, med, acc, sp in rows:
-        print(f"| {label} | {w:.1%} | {med / 60:.1f} min | {acc:.1%} | {sp:.1%} |")
+    print("| server | pool mail accepted within 15 min | by its first retry after --delay | median delay | accepted in 5 days | spam deferred |")
+    print("|---|---|---|---|---|---|")
+    for label, w, fr, med, acc, sp in rows:
+        print(f"| {label} | {w:.1%} | {fr:.1%} | {med / 60:.1f} min | {acc:.1%} | {sp:.1%} |")
 
 if __name__ == "__main__":
     main()
