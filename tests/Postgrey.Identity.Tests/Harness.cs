@@ -18,7 +18,7 @@ internal sealed class Harness : IDisposable
             {
                 DnsServer = IPAddress.Loopback,
                 DnsPort = dnsPort,
-                Timeout = timeout ?? TimeSpan.FromSeconds(5),
+                Timeout = timeout ?? TimeSpan.FromSeconds(30), // generous: a loaded CI machine JITs the library first
                 PublicSuffixListPath = publicSuffixList ?? PublicSuffixList.DebianPath,
             },
             time ?? TimeProvider.System,
