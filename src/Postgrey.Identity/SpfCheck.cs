@@ -104,8 +104,11 @@ public sealed class SpfCheck
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            // A record the parser chokes on, a macro that expands to garbage, ...
-            return new SpfResult(SpfVerdict.PermError, ex.Message);
+            // A record the parser chokes on, a macro that expands to garbage, ...; a broken
+            // static constructor of the library says which one and why.
+            return new SpfResult(SpfVerdict.PermError, ex is TypeInitializationException init
+                ? init.TypeName + ": " + (init.InnerException?.Message ?? init.Message)
+                : ex.Message);
         }
         // The validator turns a cancelled lookup into temperror: it is the time bound.
         cancellationToken.ThrowIfCancellationRequested();
