@@ -67,13 +67,26 @@ public sealed class DnsCache : IDisposable
         {
             return cached;
         }
-        Task<DnsAnswer> query = _pending.GetOrAdd(key, static (k, state) => state.self.QueryAndStoreAsync(state.name, k.Type), (self: this, name));
-        return await query.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // The entry is in _pending before its query starts, so its removal always finds it: with
+        // GetOrAdd's factory, a query finishing before the add left a finished task there for
+        // good, and the name was never asked again (the TTL test caught it, once in a while).
+        while (true)
+        {
+            if (_pending.TryGetValue(key, out Task<DnsAnswer>? shared))
+            {
+                return await shared.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            var mine = new TaskCompletionSource<DnsAnswer>(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (_pending.TryAdd(key, mine.Task))
+            {
+                _ = QueryAndStoreAsync(name, type, key, mine);
+                return await mine.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
-    private async Task<DnsAnswer> QueryAndStoreAsync(DomainName name, RecordType type)
+    private async Task QueryAndStoreAsync(DomainName name, RecordType type, (string, RecordType) key, TaskCompletionSource<DnsAnswer> result)
     {
-        var key = (name.ToString(false).ToLowerInvariant(), type);
         try
         {
             // Not the caller's token: a shared query finishes for whoever waits on it next; the
@@ -84,11 +97,13 @@ public sealed class DnsCache : IDisposable
                 Prune();
             }
             _answers[key] = answer;
-            return answer;
+            _pending.TryRemove(new KeyValuePair<(string, RecordType), Task<DnsAnswer>>(key, result.Task));
+            result.SetResult(answer);
         }
-        finally
+        catch (Exception ex)
         {
-            _pending.TryRemove(key, out _);
+            _pending.TryRemove(new KeyValuePair<(string, RecordType), Task<DnsAnswer>>(key, result.Task));
+            result.SetException(ex);
         }
     }
 
