@@ -98,6 +98,35 @@ for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
 [ ! -d "/proc/$pid" ] || fail "daemon did not stop"
 rm -f /run/postgrey-ci.pid
 
+step "--lookup-by-identity: the installed (Native AOT) binary checks SPF"
+# Two clients in different /16s, both authorised by the sender's SPF record: one triplet, keyed
+# by the sender's domain. ARSoft.Tools.Net's SPF parser needs enum arrays that Native AOT
+# keeps only when told (src/Postgrey.Identity/SpfCheck.cs); this catches their loss.
+dns=$(port)
+python3 "$(dirname "$0")/ci-dns.py" "$dns" pool.test 'v=spf1 ip4:198.51.100.0/24 ip4:203.0.113.0/24 -all' &
+dnspid=$!
+p=$(port)
+log=$(mktemp)
+iddb=$(mktemp -d)
+chown postgrey "$iddb"
+setpriv --reuid=postgrey --regid=postgrey --init-groups -- /usr/sbin/postgrey --inet="127.0.0.1:$p" --dbdir="$iddb" \
+    --lookup-by-identity --dns-server="127.0.0.1:$dns" >"$log" 2>&1 &
+pid=$!
+wait_port "$p" || { cat "$log"; fail "identity mode: not listening"; }
+for client in 198.51.100.7 203.0.113.9; do
+    exec 3<>"/dev/tcp/127.0.0.1/$p"
+    printf 'request=smtpd_access_policy\nclient_address=%s\nclient_name=unknown\nsender=a@pool.test\nrecipient=b@example.org\n\n' "$client" >&3
+    IFS= read -r -t 10 answer <&3 || true
+    exec 3>&-
+done
+kill -TERM "$pid"; wait "$pid" || true
+kill "$dnspid"; wait "$dnspid" 2>/dev/null || true
+for client in 198.51.100.7 203.0.113.9; do
+    grep -q "client_address=$client, sender=a@pool.test, recipient=b@example.org, key=spf:pool.test\$" "$log" \
+        || { cat "$log"; fail "identity mode: $client not keyed by SPF"; }
+done
+rm -rf "$iddb"
+
 step "dpkg -r, then dpkg -P"
 dpkg -r postgrey-dotnet >/dev/null
 [ ! -e /usr/sbin/postgrey ] || fail "binary left after remove"

@@ -58,6 +58,18 @@ public sealed class SpfCheck
     {
         ArgumentNullException.ThrowIfNull(cache);
         _cache = cache;
+        RootEnumArrays();
+    }
+
+    /// <summary>Native AOT: ARSoft's EnumHelper&lt;T&gt; makes its T[] with Enum.GetValues(Type),
+    /// which finds an array type only if the program has it compiled in; without these, every
+    /// SPF record in the AOT build failed to parse ("SpfMechanismType[] is missing native
+    /// code"). Enum.GetValues&lt;T&gt;() makes the compiler keep each one.</summary>
+    private static void RootEnumArrays()
+    {
+        _ = Enum.GetValues<SpfMechanismType>();
+        _ = Enum.GetValues<SpfModifierType>();
+        _ = Enum.GetValues<SpfQualifier>();
     }
 
     /// <summary>check_host(client, domain, sender); a pass that proves nothing is <see cref="SpfVerdict.WeakPass"/>.
