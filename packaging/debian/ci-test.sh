@@ -17,28 +17,63 @@ fi
 if dpkg-query -W -f='${Status}' postgrey-dotnet 2>/dev/null | grep -qE " (installed|config-files)$"; then
     dpkg --purge postgrey-dotnet >/dev/null
 fi
-# The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
-if dpkg-query -W -f='${Status}' postgrey 2>/dev/null | grep -q installed; then
-    # Stopped through its service or its init script's pid file, never by name.
-    service postgrey stop >/dev/null 2>&1 || true
-    if [ -s /run/postgrey.pid ]; then kill "$(cat /run/postgrey.pid)" 2>/dev/null || true; fi
-    apt-get purge -y -qq postgrey >/dev/null
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+ask() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\nclient_name=mx.example.net\nsender=a@example.net\nrecipient=%s\n\n' "$2" >&3
+    IFS= read -r -t 10 answer <&3 || true
+    exec 3>&-
+    echo "$answer"
+}
+# A site that switches: Debian's postgrey greylisted a triplet and passed its retry; the
+# BerkeleyDB files it wrote are what our postinst must import, so that the retry's triplet
+# passes at once on ours. (A real swap removes Debian's package and keeps /var/lib/postgrey;
+# this test purges it, for a clean start, so it keeps a copy of the files.)
+if ! dpkg-query -W -f='${Status}' postgrey 2>/dev/null | grep -q "install ok installed"; then
+    apt-get install -y -qq postgrey >/dev/null
 fi
-getent passwd postgrey >/dev/null && userdel postgrey
-getent group postgrey >/dev/null && groupdel postgrey
-
-# What Debian's postgrey leaves behind: postinst must import it (and leave it in place).
+# Stopped through its service or its init script's pid file, never by name.
+service postgrey stop >/dev/null 2>&1 || true
+if [ -s /run/postgrey.pid ]; then kill "$(cat /run/postgrey.pid)" 2>/dev/null || true; fi
+step "Debian's postgrey: greylists a triplet, then passes its retry"
+rm -f /var/lib/postgrey/postgrey.db /var/lib/postgrey/postgrey_clients.db
+p=$(port)
+/usr/sbin/postgrey --inet="127.0.0.1:$p" --delay=1 -d --pidfile=/run/postgrey-deb.pid
+wait_port "$p" || fail "Debian's postgrey: not listening"
+[ "$(ask "$p" swap@example.org)" = 'action=DEFER_IF_PERMIT Greylisted, see http://postgrey.schweikert.ch/help/example.org.html' ] \
+    || fail "Debian's postgrey did not greylist"
+sleep 2
+case "$(ask "$p" swap@example.org)" in
+    "action=PREPEND X-Greylist:"*) ;;
+    *) fail "Debian's postgrey did not pass the retry" ;;
+esac
+debpid=$(cat /run/postgrey-deb.pid)
+kill -TERM "$debpid"
+for _ in $(seq 1 100); do [ -d "/proc/$debpid" ] || break; sleep 0.1; done
+[ ! -d "/proc/$debpid" ] || fail "Debian's postgrey did not stop"
+kept=$(mktemp -d)
+cp -p /var/lib/postgrey/*.db "$kept/"
+# The package Conflicts with Debian's postgrey (same unit, same /etc/default/postgrey).
+# Its postgrey user stays, as it does on a site that switches: it owns the files to import.
+apt-get purge -y -qq postgrey >/dev/null
 command -v db_load >/dev/null || apt-get install -y -qq db-util >/dev/null
 install -d -m 0700 /var/lib/postgrey
-printf 'VERSION=3\nformat=print\ntype=btree\nHEADER=END\n 192.0.2.0/a@example.net/imported@example.org\n 1700000000,1700000400\nDATA=END\n' \
-    | db_load /var/lib/postgrey/postgrey.db
+cp -p "$kept"/*.db /var/lib/postgrey/
+rm -rf "$kept"
 
 step "dpkg -i $(basename "$deb")"
 dpkglog=$(mktemp)
 dpkg -i "$deb" | tee "$dpkglog"
-grep -qx 'postgrey: import from postgrey.db: imported 1 triplets, 0 clients; skipped 0; rejected 0' "$dpkglog" || fail "postinst did not import postgrey.db"
+grep -q '^postgrey: import from postgrey.db: imported 1 triplets, [0-9]* clients; skipped 0; rejected 0$' "$dpkglog" || fail "postinst did not import postgrey.db"
 [ -f /var/lib/postgrey/postgrey.db ] || fail "postinst removed postgrey.db"
-/usr/sbin/postgrey export --dbdir=/var/lib/postgrey | grep -qx ' 192.0.2.0/a@example.net/imported@example.org' || fail "imported triplet not in the database"
+/usr/sbin/postgrey export --dbdir=/var/lib/postgrey | grep -qx ' 192.0.2.0/a@example.net/swap@example.org' || fail "imported triplet not in the database"
 getent passwd postgrey >/dev/null || fail "no postgrey user"
 [ "$(stat -c '%U:%G %a' /var/lib/postgrey)" = "postgrey:postgrey 700" ] || fail "/var/lib/postgrey: $(stat -c '%U:%G %a' /var/lib/postgrey)"
 /usr/sbin/postgrey --version | grep -q '^postgrey 1.37 (Postgrey for .NET ' || fail "--version"
@@ -56,30 +91,20 @@ step "systemd-analyze verify"
 systemd-analyze verify /lib/systemd/system/postgrey.service /lib/systemd/system/postgrey.socket
 systemd-analyze security --offline=true /lib/systemd/system/postgrey.service | tail -1
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-ask() {
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\nclient_name=mx.example.net\nsender=a@example.net\nrecipient=%s\n\n' "$2" >&3
-    IFS= read -r -t 10 answer <&3 || true
-    exec 3>&-
-    echo "$answer"
-}
 expected='action=DEFER_IF_PERMIT Greylisted, see http://postgrey.schweikert.ch/help/example.org.html'
 uid=$(id -u postgrey)
 
 step "run as postgrey (as the unit does) on a TCP socket"
 p=$(port)
 log=$(mktemp)
-setpriv --reuid=postgrey --regid=postgrey --init-groups -- /usr/sbin/postgrey --inet="127.0.0.1:$p" --dbdir=/var/lib/postgrey >"$log" 2>&1 &
+setpriv --reuid=postgrey --regid=postgrey --init-groups -- /usr/sbin/postgrey --inet="127.0.0.1:$p" --dbdir=/var/lib/postgrey --delay=1 >"$log" 2>&1 &
 pid=$!
 wait_port "$p" || { cat "$log"; fail "not listening"; }
+# The swap delays no one: the triplet that passed on Debian's postgrey passes at once here.
+case "$(ask "$p" swap@example.org)" in
+    action=DUNNO|"action=PREPEND X-Greylist:"*) ;;
+    *) cat "$log"; fail "the triplet imported from Debian's postgrey was greylisted again" ;;
+esac
 [ "$(ask "$p" b@example.org)" = "$expected" ] || { cat "$log"; fail "wrong answer"; }
 [ "$(ask "$p" postmaster@example.org)" = "action=DUNNO" ] || fail "the default recipient whitelist (/etc/postgrey) is not read"
 kill -TERM "$pid"; wait "$pid" || fail "exit code $? after SIGTERM"
