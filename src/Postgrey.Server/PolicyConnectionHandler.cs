@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Postgrey.Core.Greylisting;
 using Postgrey.Core.Protocol;
+using Postgrey.Core.Storage;
 
 namespace Postgrey.Server;
 
@@ -24,6 +25,9 @@ public sealed class PolicyConnectionHandler
     }
 
     internal PolicySession Open(string peer) => new(_settings, peer);
+
+    /// <summary>The store's run-to-completion rounds, if it has them.</summary>
+    internal IDecisionRounds? Rounds => _settings.Engine.Rounds;
 
     /// <summary>
     /// Serves <paramref name="transport"/>. <paramref name="stopping"/> ends the wait for the next

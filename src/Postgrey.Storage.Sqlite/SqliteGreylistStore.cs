@@ -247,7 +247,10 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             return ValueTask.FromCanceled<TResult>(cancellationToken);
         }
         var item = new DecisionItem<TState, TResult>(state, decide, _options.ContinueOnWriterThread);
-        Enqueue(item);
+        if (!TryHold(item))
+        {
+            Enqueue(item);
+        }
         return new ValueTask<TResult>(item.Task);
     }
 
@@ -318,13 +321,16 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
                     }
                 }
             }
-            if (_batch[0].Alone)
+            lock (_connectionLock)
             {
-                _batch[0].Run(this);
-            }
-            else
-            {
-                RunBatch(_batch);
+                if (_batch[0].Alone)
+                {
+                    _batch[0].Run(this);
+                }
+                else
+                {
+                    RunBatch(_batch);
+                }
             }
         }
     }
@@ -339,7 +345,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
     /// Decisions nobody waits for any more (past <see cref="SqliteStoreOptions.DecisionTimeout"/>)
     /// are not run.
     /// </summary>
-    private void RunBatch(List<WorkItem> batch)
+    private void RunBatch(List<WorkItem> batch, bool begun = false)
     {
         while (true)
         {
@@ -351,7 +357,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
-                BeginBatch(batch);
+                if (!begun)
+                {
+                    BeginBatch(batch);
+                }
+                begun = false;
                 foreach (WorkItem item in batch)
                 {
                     if (!item.IsFinished)
@@ -514,8 +524,11 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             return;
         }
         _stopCheckpoints.Dispose();
-        _sql.Dispose();
-        _connection.Dispose();
+        lock (_connectionLock) // a loop's round may still be committing
+        {
+            _sql.Dispose();
+            _connection.Dispose();
+        }
         _lock.Dispose();
         Log.Closed(_logger, _options.DatabasePath);
     }

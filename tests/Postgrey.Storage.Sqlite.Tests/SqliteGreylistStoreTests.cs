@@ -256,5 +256,77 @@ public sealed class SqliteGreylistStoreTests : IDisposable
         Assert.Equal(200, Scalar("SELECT count(*) FROM triplets"));
     }
 
+    [Fact]
+    public async Task Round_CommitsItsDecisionsOnTheCallersThread_BeforeEndRoundReturns()
+    {
+        using var store = Open();
+        int caller = Environment.CurrentManagedThreadId;
+        var ran = new List<int>();
+        store.BeginRound();
+        ValueTask<int>[] decisions = [.. Enumerable.Range(0, 3).Select(n => Run(store, tx =>
+        {
+            ran.Add(Environment.CurrentManagedThreadId);
+            tx.SaveTriplet($"round{n}", new TripletRecord(n, n));
+            return n;
+        }))];
+        Assert.Empty(ran); // held until the round ends
+        Assert.DoesNotContain(decisions, d => d.IsCompleted);
+        store.EndRound();
+        Assert.All(decisions, d => Assert.True(d.IsCompletedSuccessfully));
+        Assert.Equal([caller, caller, caller], ran);
+        Assert.Equal(3, Scalar("SELECT count(*) FROM triplets WHERE key LIKE 'round%'"));
+        // Outside a round, the writer thread runs them, as before.
+        int writer = await Run(store, _ => Environment.CurrentManagedThreadId);
+        Assert.NotEqual(caller, writer);
+    }
+
+    [Fact]
+    public async Task Round_WhileAnotherProcessHoldsTheWriteLock_GoesToTheWriter_AndCommitsOnceItIsFree()
+    {
+        using var store = Open();
+        using var other = new SqliteConnection($"Data Source={Options().DatabasePath};Pooling=False");
+        other.Open();
+        using (var begin = other.CreateCommand())
+        {
+            begin.CommandText = "BEGIN IMMEDIATE";
+            begin.ExecuteNonQuery();
+        }
+        int caller = Environment.CurrentManagedThreadId;
+        store.BeginRound();
+        ValueTask<int> decision = Run(store, tx =>
+        {
+            tx.SaveTriplet("held", new TripletRecord(1, 1));
+            return Environment.CurrentManagedThreadId;
+        });
+        store.EndRound(); // returns at once: the loop never waits for another process's lock
+        Assert.False(decision.IsCompleted);
+        using (var commit = other.CreateCommand())
+        {
+            commit.CommandText = "COMMIT";
+            commit.ExecuteNonQuery();
+        }
+        Assert.NotEqual(caller, await decision);
+        Assert.Equal(1, Scalar("SELECT count(*) FROM triplets WHERE key = 'held'"));
+    }
+
+    [Fact]
+    public async Task Round_DecisionsStartedOnOtherThreads_AreNotHeld()
+    {
+        using var store = Open();
+        store.BeginRound();
+        try
+        {
+            // Another thread's decision (the identity lookup's continuation, a tool) commits
+            // through the writer while this thread's round is open.
+            int n = await Task.Run(async () => await Run(store, tx => { tx.SaveTriplet("other", new TripletRecord(1, 1)); return 1; }));
+            Assert.Equal(1, n);
+        }
+        finally
+        {
+            store.EndRound();
+        }
+        Assert.Equal(1, Scalar("SELECT count(*) FROM triplets WHERE key = 'other'"));
+    }
+
     public void Dispose() => _dir.Dispose();
 }

@@ -79,6 +79,9 @@ public sealed partial class GreylistEngine
         return Answer(request, pending, outcome);
     }
 
+    /// <summary>The store's run-to-completion rounds, if it has them (<see cref="IDecisionRounds"/>).</summary>
+    public IDecisionRounds? Rounds => _store as IDecisionRounds;
+
     /// <summary>
     /// The first half of <see cref="DecideAsync"/>: checks the request and the whitelists and
     /// hands the triplet to the store. The second half, <see cref="Finish"/>, runs once

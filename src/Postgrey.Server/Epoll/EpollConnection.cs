@@ -227,6 +227,26 @@ internal sealed unsafe class EpollConnection
             return;
         }
         _busy = true;
+        if (_loop.InRound)
+        {
+            _loop.Hold(this);
+            return;
+        }
+        AwaitCommit();
+    }
+
+    /// <summary>Has the loop answer this connection once its decision's commit has finished.</summary>
+    internal void AwaitCommit()
+    {
+        if (_closed || !_busy)
+        {
+            return;
+        }
+        if (_pending.IsCompleted)
+        {
+            _loop.Post(this);
+            return;
+        }
         _pending.OnCompleted(_onCommitted);
         if (_pending.IsCompleted)
         {

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using Postgrey.Core.Storage;
 
 namespace Postgrey.Server.Epoll;
 
@@ -30,6 +31,8 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
     private readonly int _wakeFd;
     private readonly Dictionary<ulong, EpollConnection> _connections = [];
     private readonly ConcurrentQueue<EpollConnection> _decided = new();
+    private readonly IDecisionRounds? _rounds;
+    private readonly List<EpollConnection> _held = [];
     private readonly TaskCompletionSource _listenersReleased = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Thread? _thread;
@@ -52,6 +55,7 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
     {
         Gate = gate;
         Handler = handler;
+        _rounds = handler.Rounds;
         _logger = logger;
         _epoll = EpollNative.EpollCreate(EpollNative.EPOLL_CLOEXEC);
         if (_epoll < 0)
@@ -89,6 +93,9 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
     internal PolicyConnectionHandler Handler { get; }
 
     internal ILogger Logger => _logger;
+
+    /// <summary>A round is open: decisions started now are committed when the round ends.</summary>
+    internal bool InRound { get; private set; }
 
     /// <summary>Set once the loop has stopped accepting: a stop ends every wait for a request.</summary>
     internal bool Stopped { get; private set; }
@@ -139,6 +146,7 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
                     }
                     throw new IOException($"epoll_wait: {EpollNative.Describe(errno)}");
                 }
+                BeginRound();
                 for (int i = 0; i < n; i++)
                 {
                     ulong data = EpollNative.DataAt(events, i);
@@ -156,6 +164,8 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
                     }
                 }
 
+                AnswerDecided();
+                EndRound();
                 AnswerDecided();
 
                 long now = Environment.TickCount64;
@@ -233,6 +243,46 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
         if (_connections.Remove(connection.Id))
         {
             Gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Run-to-completion: every decision this round of events starts is held by the store and
+    /// committed at <see cref="EndRound"/>, on this thread when the store is free (the epoll
+    /// round is the group commit), so that no hand-off to the writer and back is paid per request.
+    /// </summary>
+    private void BeginRound()
+    {
+        if (_rounds is not null)
+        {
+            _rounds.BeginRound();
+            InRound = true;
+        }
+    }
+
+    /// <summary>Called by a connection whose decision the round holds.</summary>
+    internal void Hold(EpollConnection connection) => _held.Add(connection);
+
+    private void EndRound()
+    {
+        if (_rounds is null)
+        {
+            return;
+        }
+        InRound = false;
+        try
+        {
+            _rounds.EndRound();
+        }
+        finally
+        {
+            // Committed here: answered by the AnswerDecided after this. Handed to the writer: each
+            // waits for its commit as outside a round.
+            foreach (EpollConnection connection in _held)
+            {
+                connection.AwaitCommit();
+            }
+            _held.Clear();
         }
     }
 
