@@ -64,6 +64,10 @@ public sealed class PolicyServer : BackgroundService
         return base.StartAsync(cancellationToken);
     }
 
+    /// <summary>How long the serving loop has been stuck in one turn (milliseconds; 0 when it is
+    /// not, or has no loop): a hung file system under a decision committed on the loop.</summary>
+    public long StalledMilliseconds => _transport?.StalledMilliseconds ?? 0;
+
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => _transport!.Completion;
 
     /// <summary>Stops accepting and closes the listeners first, then lets every connection

@@ -173,6 +173,76 @@ public sealed partial class MonitoringTests : IDisposable
         Assert.Equal("ok\n", await WaitForHealthAsync(metricsPort, HttpStatusCode.OK, TimeSpan.FromSeconds(1)));
     }
 
+    [Fact]
+    public async Task Watchdog_KeepsPingingWhileTheStoreFails_ARestartWouldNotCureIt()
+    {
+        // systemd's side of the protocol: NOTIFY_SOCKET and WATCHDOG_USEC, as a unit with WatchdogSec=1 gives.
+        string socketPath = _dir.File("notify");
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(socketPath));
+        int policyPort = PolicyServerProcess.FreePort();
+        int metricsPort = PolicyServerProcess.FreePort();
+        await using var server = PostgreyProcess.StartWith(
+            new Dictionary<string, string> { ["NOTIFY_SOCKET"] = socketPath, ["WATCHDOG_USEC"] = "1000000" },
+            Args(policyPort, metricsPort));
+        await server.WaitForLineAsync(l => l == $"metrics on http://127.0.0.1:{metricsPort}/metrics");
+        await server.WaitUntilListeningAsync(new IPEndPoint(IPAddress.Loopback, policyPort), TimeSpan.FromSeconds(30));
+        await WaitForHealthAsync(metricsPort, HttpStatusCode.OK);
+        await ReceiveWatchdogAsync(notify);
+
+        using var holder = new SqliteConnection($"Data Source={_dir.File("db")}/postgrey.sqlite3;Pooling=False");
+        holder.Open();
+        using (var begin = holder.CreateCommand())
+        {
+            begin.CommandText = "BEGIN EXCLUSIVE";
+            begin.ExecuteNonQuery();
+        }
+        Assert.Equal("DUNNO", await AskAsync(policyPort, Requests.Policy(testTime: T0)));
+        await WaitForHealthAsync(metricsPort, HttpStatusCode.ServiceUnavailable);
+        while (notify.Available > 0)
+        {
+            notify.Receive(new byte[256]); // the pings from before
+        }
+        await ReceiveWatchdogAsync(notify);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await GetAsync(metricsPort, "/health")).Status);
+    }
+
+    private static async Task ReceiveWatchdogAsync(Socket notify)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        byte[] buffer = new byte[256];
+        while (true)
+        {
+            int n = await notify.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            if (System.Text.Encoding.ASCII.GetString(buffer, 0, n).Split('\n').Contains("WATCHDOG=1"))
+            {
+                return;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Health_LoopStuckInOneTurn_IsWedged_AndTheStoreAloneIsNot()
+    {
+        // The service's own lifetime, started; the loop's stall given as its transport reports it.
+        using var host = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new()).Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        var lifetime = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>(host.Services);
+        long stalled = 0;
+        var serving = new TaskCompletionSource();
+        var health = new Monitoring.HealthCheck(lifetime, () => serving.Task, () => stalled);
+        Assert.Null(health.Wedged());
+        stalled = 9_999;
+        Assert.Null(health.Wedged());
+        stalled = 12_345;
+        Assert.Equal("policy loop stuck for 12 s", health.Wedged());
+        Assert.Equal("policy loop stuck for 12 s", health.Problem());
+        stalled = 0;
+        serving.SetResult();
+        Assert.Equal("policy listeners stopped", health.Wedged());
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
     [Theory]
     [InlineData("/")]
     [InlineData("/metricsx")]

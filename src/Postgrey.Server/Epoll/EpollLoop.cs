@@ -37,6 +37,9 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Thread? _thread;
     private int _loopThreadId;
+
+    // When the loop last came round (it does at least once a second: epoll_wait's time-out).
+    private long _lastTurn = Environment.TickCount64;
     private int _wakeRequested = 1; // 0 only while the loop waits in epoll_wait
     private volatile bool _stopRequested;
     private bool _disposed;
@@ -86,6 +89,8 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
 
     public Task Completion => _finished.Task;
 
+    public long StalledMilliseconds => _finished.Task.IsCompleted ? 0 : Math.Max(0, Environment.TickCount64 - Volatile.Read(ref _lastTurn));
+
     internal int Epoll => _epoll;
 
     internal ConnectionGate Gate { get; }
@@ -131,6 +136,7 @@ internal sealed unsafe class EpollLoop : IPolicyTransport
                     break;
                 }
 
+                Volatile.Write(ref _lastTurn, Environment.TickCount64);
                 // Only a loop about to sleep needs waking: until here, commits posted by the
                 // store wait in the queue without an eventfd write each (the flag stays set).
                 Interlocked.Exchange(ref _wakeRequested, 0);

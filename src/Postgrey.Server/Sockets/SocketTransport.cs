@@ -17,6 +17,9 @@ internal sealed class SocketTransport(IReadOnlyList<Socket> listeners, Connectio
 
     public Task Completion => _completion ?? Task.CompletedTask;
 
+    // Connections run on the thread pool: no loop of its own to be stuck.
+    public long StalledMilliseconds => 0;
+
     public void Start()
     {
         _accepting = Task.WhenAll(listeners.Select(l => Task.Run(() => AcceptLoopAsync(l))));

@@ -152,8 +152,8 @@ internal static class ServiceStartup
             var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
             SystemdNotifier.Register(lifetime);
             PolicyServer? server = host.Services.GetServices<IHostedService>().OfType<PolicyServer>().FirstOrDefault();
-            var health = new Monitoring.HealthCheck(lifetime, () => server?.ExecuteTask);
-            SystemdWatchdog.Register(lifetime, health.Problem);
+            var health = new Monitoring.HealthCheck(lifetime, () => server?.ExecuteTask, () => server?.StalledMilliseconds ?? 0);
+            SystemdWatchdog.Register(lifetime, health.Wedged);
             metricsEndpoint?.Start(health.Problem);
             if (Daemon.IsDaemon)
             {

@@ -6,8 +6,8 @@ namespace Postgrey.Platform;
 
 /// <summary>
 /// WatchdogSec= in the unit: systemd sets WATCHDOG_USEC and restarts the service when no
-/// WATCHDOG=1 comes within it. Pinged at half that interval, and only while the health check
-/// passes, so a service whose listeners died or whose store is stuck is restarted.
+/// WATCHDOG=1 comes within it. Pinged at half that interval, and only while the service is not
+/// wedged (listeners stopped, the serving loop stuck), so that such a service is restarted.
 /// </summary>
 internal static class SystemdWatchdog
 {
