@@ -15,8 +15,9 @@ public sealed partial class SqliteGreylistStore : IDecisionRounds
 {
     // A round's commit slower than this (a disk under pressure) sends the rounds of the next
     // InlinePause to the writer: the loop must keep accepting and answering, and only the writer
-    // path has the watchdog that answers DUNNO when the database hangs.
-    private const long SlowInlineMilliseconds = 50;
+    // path has the watchdog that answers DUNNO when the database hangs. Well above what a busy
+    // machine's scheduler adds to a commit of a few milliseconds.
+    private const long SlowInlineMilliseconds = 500;
     private static readonly long InlinePauseMilliseconds = 5_000;
 
     // Held by whoever runs statements on the writer's connection: the writer, or a loop in EndRound.
