@@ -12,7 +12,9 @@ namespace Postgrey.Storage.Sqlite;
 public sealed partial class SqliteGreylistStore
 {
     private const int BusyStepMilliseconds = 50;
-    private static readonly TimeSpan WatchdogPeriod = TimeSpan.FromMilliseconds(100);
+    // Each tick wakes a thread-pool worker, which then spins before it sleeps again (measured:
+    // 3% of the CPU at one connection with 100 ms); a quarter second is 5% of the time-out.
+    private static readonly TimeSpan WatchdogPeriod = TimeSpan.FromMilliseconds(250);
 
     // Replaced by the writer during a recovery, while the checkpointer (its only other reader) waits for it.
     private OpenFiles _files;
