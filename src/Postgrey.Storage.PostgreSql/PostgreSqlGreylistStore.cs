@@ -45,6 +45,10 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _queue = new();
     private readonly KeyRecorder _keys = new();
+    private readonly Timer _watchdog;
+
+    // The batch the writer runs; filled and cleared under _gate, so the watchdog can read it.
+    private readonly List<WorkItem> _batch;
     private bool _closing;
     private bool _disposed;
 
@@ -70,7 +74,11 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         // of trim warnings. Arrays for = ANY and unnest; TLS for sslmode=require and up.
         _dataSource = new NpgsqlSlimDataSourceBuilder(connectionString).EnableArrays().EnableTransportSecurity().Build();
         _backoff = options.ReconnectMin;
+        _batch = new List<WorkItem>(options.MaxBatchSize);
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "postgrey-pg-writer" };
+        // One timer for every waiting decision, not one per request (Task.WaitAsync made one
+        // each, and sent every answer through the thread pool).
+        _watchdog = new Timer(static s => ((PostgreSqlGreylistStore)s!).ExpireOverdue(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
     public string Description => _options.Description;
@@ -114,11 +122,13 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         }
         catch
         {
+            store._watchdog.Dispose();
             store._dataSource.Dispose();
             lockFile?.Dispose();
             throw;
         }
         store._writer.Start();
+        store._watchdog.Change(WatchdogPeriod, WatchdogPeriod);
         return store;
     }
 
@@ -239,26 +249,52 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             Interlocked.Increment(ref _dunnoWhileDown);
             return ValueTask.FromException<TResult>(new StoreUnavailableException($"{_options.Description} is unreachable"));
         }
-        var item = new DecisionItem<TState, TResult>(state, decide, Stopwatch.GetTimestamp() + (long)(_options.Timeout.TotalSeconds * Stopwatch.Frequency));
+        // The bounded wait is the watchdog's (ExpireOverdue): past the deadline the caller gets
+        // StoreUnavailableException (DUNNO), whatever the writer is stuck in. Like the SQLite
+        // store, a decision once queued is not cancelled: it is answered within that bound.
+        var item = new DecisionItem<TState, TResult>(state, decide, Stopwatch.GetTimestamp() + (long)(_options.Timeout.TotalSeconds * Stopwatch.Frequency), _options.ContinueOnWriterThread);
         Enqueue(item);
-        return WaitAsync(item.Task, cancellationToken);
+        return new ValueTask<TResult>(item.Task);
     }
 
-    /// <summary>The bounded wait: past <see cref="PostgreSqlStoreOptions.Timeout"/> the caller gets
-    /// <see cref="StoreUnavailableException"/> (DUNNO), whatever the writer is stuck in.</summary>
-    private async ValueTask<TResult> WaitAsync<TResult>(Task<TResult> task, CancellationToken cancellationToken)
+    private static readonly TimeSpan WatchdogPeriod = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Fails every decision waiting past <see cref="PostgreSqlStoreOptions.Timeout"/>, queued or
+    /// in the running batch, so that its caller answers DUNNO at once whatever the writer is stuck
+    /// in. Queued ones are dropped unrun; a running one may still commit (as before: its caller
+    /// has been answered DUNNO, which never holds mail). Runs on a timer of its own.
+    /// </summary>
+    private void ExpireOverdue()
     {
-        try
+        List<WorkItem>? overdue = null;
+        long now = Stopwatch.GetTimestamp();
+        lock (_gate)
         {
-            return await task.WaitAsync(_options.Timeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch (TimeoutException ex)
-        {
-            if (Interlocked.Exchange(ref _slow, 1) == 0)
+            while (_queue.Count > 0 && _queue.Peek().Deadline <= now)
             {
-                Log.Slow(_logger, _options.Description, (long)_options.Timeout.TotalMilliseconds);
+                (overdue ??= []).Add(_queue.Dequeue());
             }
-            throw new StoreUnavailableException($"{_options.Description} did not answer within {_options.Timeout.TotalMilliseconds} ms", ex);
+            foreach (WorkItem item in _batch)
+            {
+                if (item.Deadline <= now && !item.IsFinished)
+                {
+                    (overdue ??= []).Add(item);
+                }
+            }
+        }
+        if (overdue is null)
+        {
+            return;
+        }
+        if (Interlocked.Exchange(ref _slow, 1) == 0)
+        {
+            Log.Slow(_logger, _options.Description, (long)_options.Timeout.TotalMilliseconds);
+        }
+        // Outside the lock: failing a decision may run what awaits it (ContinueOnWriterThread).
+        foreach (WorkItem item in overdue)
+        {
+            item.Fail(new StoreUnavailableException($"{_options.Description} did not answer within {_options.Timeout.TotalMilliseconds} ms", new TimeoutException()));
         }
     }
 
@@ -277,7 +313,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
 
     private void WriterLoop()
     {
-        var batch = new List<WorkItem>(_options.MaxBatchSize);
+        List<WorkItem> batch = _batch;
         while (true)
         {
             lock (_gate)
@@ -321,14 +357,22 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             if (_connection is null && !TryReconnect())
             {
                 FailAll(batch, new StoreUnavailableException($"{_options.Description} is unreachable"));
-                batch.Clear();
+                ClearBatch();
                 continue;
             }
             if (batch.Count > 0)
             {
                 RunBatch(batch);
-                batch.Clear();
+                ClearBatch();
             }
+        }
+    }
+
+    private void ClearBatch()
+    {
+        lock (_gate)
+        {
+            _batch.Clear();
         }
     }
 
@@ -573,6 +617,11 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     /// <summary>Finishes every queued decision, then closes the connection and releases postgrey.lock.</summary>
     public void Dispose()
     {
+        if (Thread.CurrentThread == _writer)
+        {
+            // A continuation running on the writer (ContinueOnWriterThread) would wait for itself.
+            throw new InvalidOperationException("the store cannot be disposed from its own writer thread");
+        }
         lock (_gate)
         {
             if (_disposed)
@@ -587,6 +636,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         {
             _writer.Join();
         }
+        _watchdog.Dispose();
         _connection?.Dispose();
         _dataSource.Dispose();
         _lock?.Dispose();
@@ -596,6 +646,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     private abstract class WorkItem(long deadline)
     {
         public long Deadline { get; } = deadline;
+
+        /// <summary>Answered or failed: not to be answered again.</summary>
+        public abstract bool IsFinished { get; }
 
         /// <summary>The first pass: which keys would it touch?</summary>
         public abstract void Record(KeyRecorder keys);
@@ -608,13 +661,16 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         public abstract void Fail(Exception ex);
     }
 
-    private sealed class DecisionItem<TState, TResult>(TState state, Func<IGreylistTransaction, TState, TResult> decide, long deadline) : WorkItem(deadline)
+    private sealed class DecisionItem<TState, TResult>(TState state, Func<IGreylistTransaction, TState, TResult> decide, long deadline, bool continueOnWriter) : WorkItem(deadline)
     {
-        private readonly TaskCompletionSource<TResult> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<TResult> _done = new(
+            continueOnWriter ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         private TResult? _result;
         private Exception? _error;
 
         public Task<TResult> Task => _done.Task;
+
+        public override bool IsFinished => _done.Task.IsCompleted;
 
         public override void Record(KeyRecorder keys)
         {

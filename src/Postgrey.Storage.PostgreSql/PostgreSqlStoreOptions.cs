@@ -26,4 +26,13 @@ public sealed record PostgreSqlStoreOptions
     public TimeSpan ReconnectMin { get; init; } = TimeSpan.FromMilliseconds(250);
 
     public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// true: what awaits a decision continues on the writer thread, right after its COMMIT (as
+    /// <c>SqliteStoreOptions.ContinueOnWriterThread</c>). Only for a caller whose continuation
+    /// hands the result off at once (the epoll transport posts the connection to its loop): it
+    /// saves a thread-pool wake-up per decision, but anything slow there would stall every
+    /// decision behind it. false: continuations run on the thread pool.
+    /// </summary>
+    public bool ContinueOnWriterThread { get; init; }
 }

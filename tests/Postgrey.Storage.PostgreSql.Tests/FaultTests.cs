@@ -16,11 +16,11 @@ public sealed class FaultTests(PostgresCluster cluster) : IClassFixture<Postgres
     private readonly CapturingLoggerProvider _logs = new();
     private readonly List<IDisposable> _disposables = [];
 
-    private PostgreSqlGreylistStore Open(string database, TimeSpan? timeout = null)
+    private PostgreSqlGreylistStore Open(string database, TimeSpan? timeout = null, bool continueOnWriter = false)
     {
         var factory = new LoggerFactory([_logs]);
         _disposables.Add(factory);
-        var options = PostgreSqlStores.Options(cluster, database, timeout) with { ReconnectMax = TimeSpan.FromSeconds(1) };
+        var options = PostgreSqlStores.Options(cluster, database, timeout) with { ReconnectMax = TimeSpan.FromSeconds(1), ContinueOnWriterThread = continueOnWriter };
         var store = PostgreSqlGreylistStore.Open(options, factory.CreateLogger("store"));
         _disposables.Add(store);
         return store;
@@ -125,11 +125,13 @@ public sealed class FaultTests(PostgresCluster cluster) : IClassFixture<Postgres
         Assert.DoesNotContain(_logs.Entries, e => e.Message.StartsWith("transaction of", StringComparison.Ordinal));
     }
 
-    [Fact]
-    public async Task HungServer_CallerAnsweredUnavailableAfterTheBoundedWait_ThenDecisionsResume()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task HungServer_CallerAnsweredUnavailableAfterTheBoundedWait_ThenDecisionsResume(bool continueOnWriter)
     {
         string db = await cluster.CreateDatabaseAsync();
-        var store = Open(db, timeout: TimeSpan.FromSeconds(1));
+        var store = Open(db, timeout: TimeSpan.FromSeconds(1), continueOnWriter);
         await Save(store, "k");
         // Another session holds the key's lock: the store's transaction waits, as on a hung server.
         await using (var other = new NpgsqlConnection(PostgreSqlStores.Options(cluster, db).ConnectionString + ";Pooling=false"))
@@ -149,6 +151,22 @@ public sealed class FaultTests(PostgresCluster cluster) : IClassFixture<Postgres
         await WaitUntilDecidingAsync(store);
         await Save(store, "k");
         Assert.Contains(_logs.Messages(), m => m.Contains("answers again", StringComparison.Ordinal) || m.Contains("reachable again", StringComparison.Ordinal));
+        await Task.Yield(); // off the writer (continueOnWriter): the store cannot be disposed from its own thread
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ContinueOnWriterThread_WhatAwaitsADecisionRunsOnTheWriterOnlyWhenAsked(bool continueOnWriter)
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db, continueOnWriter: continueOnWriter);
+        // A synchronous continuation runs where the store completed the task, unless the store
+        // sends it to the thread pool.
+        string? thread = null;
+        await Save(store, "k").AsTask().ContinueWith(_ => thread = Thread.CurrentThread.Name, TestContext.Current.CancellationToken, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        Assert.Equal(continueOnWriter, thread == "postgrey-pg-writer");
+        await Task.Yield(); // off the writer: the store cannot be disposed from its own thread
     }
 
     [Fact]

@@ -219,7 +219,8 @@ internal static class ServiceStartup
     {
         if (options.PostgreSql is { } shared)
         {
-            return PostgreSqlGreylistStore.Open(shared, loggerFactory.CreateLogger<PostgreSqlGreylistStore>(), options.Storage.LockPath);
+            // The epoll transport hands each answer to its loop at once: let the writer do that.
+            return PostgreSqlGreylistStore.Open(shared with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<PostgreSqlGreylistStore>(), options.Storage.LockPath);
         }
         // The epoll transport hands each answer to its loop at once: let the writer do that.
         return SqliteGreylistStore.Open(options.Storage with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<SqliteGreylistStore>());
