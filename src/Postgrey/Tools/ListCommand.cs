@@ -99,6 +99,7 @@ internal static class ListCommand
                         writer.WriteNumber("count", row.Count);
                         writer.WriteNumber("last_seen", row.LastSeen);
                         writer.WriteEndObject();
+                        FlushEvery64K(writer);
                     }
                 }
                 else
@@ -118,6 +119,7 @@ internal static class ListCommand
                         writer.WriteNumber("first_seen", row.FirstSeen);
                         writer.WriteNumber("last_seen", row.LastSeen);
                         writer.WriteEndObject();
+                        FlushEvery64K(writer);
                     }
                 }
                 writer.WriteEndArray();
@@ -148,6 +150,15 @@ internal static class ListCommand
         catch (Exception ex) when (ToolDatabase.IsReadError(ex))
         {
             return ToolCommand.Fail(Name, ToolDatabase.ReadFailure(dbdir, db, ex));
+        }
+    }
+
+    /// <summary>The writer keeps everything until flushed: a million triplets held half a gigabyte.</summary>
+    private static void FlushEvery64K(Utf8JsonWriter writer)
+    {
+        if (writer.BytesPending > 1 << 16)
+        {
+            writer.Flush();
         }
     }
 

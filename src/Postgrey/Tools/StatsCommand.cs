@@ -122,9 +122,10 @@ internal static class StatsCommand
         GreylistStats stats;
         try
         {
-            // Triplets and clients from one snapshot: the figures agree with each other.
+            // Triplets and clients from one snapshot: the figures agree with each other. In any
+            // order: the figures and the top lists (by count, then key) do not depend on it.
             using ToolDatabase database = ToolDatabase.Open(settings.DbDir, db);
-            stats = GreylistStats.Compute(database.Triplets(), database.Clients(), settings, now);
+            stats = GreylistStats.Compute(database.Triplets(inKeyOrder: false), database.Clients(inKeyOrder: false), settings, now);
         }
         catch (Exception ex) when (ToolDatabase.IsReadError(ex))
         {

@@ -15,11 +15,12 @@ internal abstract class ToolDatabase : IDisposable
     /// <summary>The database as messages name it (the file, or the URI without its password).</summary>
     public abstract string Name { get; }
 
-    /// <summary>Every triplet, in key byte order, one row at a time.</summary>
-    public abstract IEnumerable<TripletRow> Triplets();
+    /// <summary>Every triplet, one row at a time, in key byte order unless
+    /// <paramref name="inKeyOrder"/> is false (then in any order: PostgreSQL need not sort).</summary>
+    public abstract IEnumerable<TripletRow> Triplets(bool inKeyOrder = true);
 
-    /// <summary>Every auto-whitelist counter, in key byte order, one row at a time.</summary>
-    public abstract IEnumerable<ClientRow> Clients();
+    /// <summary>Every auto-whitelist counter, as <see cref="Triplets"/>.</summary>
+    public abstract IEnumerable<ClientRow> Clients(bool inKeyOrder = true);
 
     public abstract TripletRecord? FindTriplet(string key);
 
@@ -45,9 +46,10 @@ internal abstract class ToolDatabase : IDisposable
     {
         public override string Name { get; } = new SqliteStoreOptions { Directory = dbdir }.DatabasePath;
 
-        public override IEnumerable<TripletRow> Triplets() => snapshot.Triplets();
+        // In key order always: SQLite reads the primary key's index, no sort.
+        public override IEnumerable<TripletRow> Triplets(bool inKeyOrder = true) => snapshot.Triplets();
 
-        public override IEnumerable<ClientRow> Clients() => snapshot.Clients();
+        public override IEnumerable<ClientRow> Clients(bool inKeyOrder = true) => snapshot.Clients();
 
         public override TripletRecord? FindTriplet(string key) => snapshot.FindTriplet(key);
 
@@ -60,11 +62,11 @@ internal abstract class ToolDatabase : IDisposable
     {
         public override string Name => description;
 
-        public override IEnumerable<TripletRow> Triplets() =>
-            snapshot.Triplets().Select(t => new TripletRow(t.Key, t.Record.FirstSeen, t.Record.LastSeen));
+        public override IEnumerable<TripletRow> Triplets(bool inKeyOrder = true) =>
+            snapshot.Triplets(inKeyOrder).Select(t => new TripletRow(t.Key, t.Record.FirstSeen, t.Record.LastSeen));
 
-        public override IEnumerable<ClientRow> Clients() =>
-            snapshot.Clients().Select(c => new ClientRow(c.Key, c.Record.Count, c.Record.LastSeen));
+        public override IEnumerable<ClientRow> Clients(bool inKeyOrder = true) =>
+            snapshot.Clients(inKeyOrder).Select(c => new ClientRow(c.Key, c.Record.Count, c.Record.LastSeen));
 
         public override TripletRecord? FindTriplet(string key) => snapshot.FindTriplet(key);
 
