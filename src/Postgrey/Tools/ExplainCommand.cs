@@ -55,7 +55,7 @@ internal static class ExplainCommand
         // are accepted (the service's command line can be pasted) but left out of --help.
         Option[] shown =
         [
-            flags.DbDir, flags.Delay, flags.RetryWindow, flags.GreylistAction, flags.GreylistText, flags.XGreylistHeader,
+            flags.DbDir, flags.Db, flags.DbPasswordFile, flags.Delay, flags.RetryWindow, flags.GreylistAction, flags.GreylistText, flags.XGreylistHeader,
             flags.LookupBySubnet, flags.LookupByHost, flags.IPv4Cidr, flags.IPv6Cidr, flags.AutoWhitelistClients,
             flags.WhitelistClients, flags.WhitelistRecipients, flags.Privacy, flags.Hostname,
         ];
