@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.CommandLine.Help;
 using System.Globalization;
 using System.Net;
-using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Postgrey.Configuration;
 using Postgrey.Core.Greylisting;
@@ -10,7 +9,6 @@ using Postgrey.Core.Protocol;
 using Postgrey.Core.Storage;
 using Postgrey.Core.Whitelists;
 using Postgrey.Hosting;
-using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Tools;
 
@@ -57,7 +55,7 @@ internal static class ExplainCommand
         // are accepted (the service's command line can be pasted) but left out of --help.
         Option[] shown =
         [
-            flags.DbDir, flags.Delay, flags.RetryWindow, flags.GreylistAction, flags.GreylistText, flags.XGreylistHeader,
+            flags.DbDir, flags.Db, flags.DbPasswordFile, flags.Delay, flags.RetryWindow, flags.GreylistAction, flags.GreylistText, flags.XGreylistHeader,
             flags.LookupBySubnet, flags.LookupByHost, flags.IPv4Cidr, flags.IPv6Cidr, flags.AutoWhitelistClients,
             flags.WhitelistClients, flags.WhitelistRecipients, flags.Privacy, flags.Hostname,
         ];
@@ -69,10 +67,6 @@ internal static class ExplainCommand
         command.SetAction((r, ct) =>
         {
             PostgreyOptions options = OptionsMapper.Map(flags, r);
-            if (options.PostgreSql is not null)
-            {
-                return Task.FromResult(ToolCommand.UsageError(Name, "--db: explain reads the SQLite store (--dbdir) only, for now"));
-            }
             string clientAddress = r.GetValue(address)!;
             if (!ClientAddress.TryParse(clientAddress, out IPAddress ip))
             {
@@ -117,11 +111,14 @@ internal static class ExplainCommand
         var files = new WhitelistFiles(options.WhitelistClientFiles, options.WhitelistRecipientFiles, log.CreateLogger(typeof(WhitelistFiles).FullName!));
         WhitelistSet whitelists = files.Load(requireAll: false)!;
 
-        SqliteSnapshot? snapshot = null;
-        string database = options.Storage.DatabasePath;
+        ToolDatabase? snapshot = null;
+        (string ConnectionString, string Description)? shared = options.PostgreSql is { } pg ? (pg.ConnectionString, pg.Description) : null;
+        string database = shared?.Description ?? options.Storage.DatabasePath;
         try
         {
-            snapshot = File.Exists(database) ? SqliteSnapshot.Open(options.Storage) : null;
+            // A SQLite file the service has not yet created reads as empty; a PostgreSQL database
+            // must be there, with its schema (the service would not start without it either).
+            snapshot = shared is not null || File.Exists(database) ? ToolDatabase.Open(options.Storage.Directory, shared) : null;
             using var store = new DryRunStore(snapshot);
             var engine = new GreylistEngine(store, new WhitelistProvider(whitelists), greylist, new FixedTime(now), log);
             string answer = await engine.DecideAsync(request, ct);
@@ -199,9 +196,9 @@ internal static class ExplainCommand
             await Console.Out.WriteAsync(string.Join('\n', lines) + "\n");
             return 0;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+        catch (Exception ex) when (ToolDatabase.IsReadError(ex))
         {
-            return ToolCommand.Fail(Name, $"can't read {database}: {ex.Message}");
+            return ToolCommand.Fail(Name, ToolDatabase.ReadFailure(options.Storage.Directory, shared, ex));
         }
         finally
         {
@@ -231,7 +228,7 @@ internal static class ExplainCommand
 
     /// <summary>A store over the snapshot that runs the engine's decision on it and keeps the
     /// writes it asks for, instead of making them.</summary>
-    private sealed class DryRunStore(SqliteSnapshot? snapshot) : IGreylistStore, IGreylistTransaction, IDisposable
+    private sealed class DryRunStore(ToolDatabase? snapshot) : IGreylistStore, IGreylistTransaction, IDisposable
     {
         public Exception? Failure { get; private set; }
 
@@ -245,7 +242,7 @@ internal static class ExplainCommand
             {
                 return ValueTask.FromResult(decide(this, state));
             }
-            catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
+            catch (Exception ex) when (ToolDatabase.IsReadError(ex))
             {
                 Failure = ex; // the engine would answer DUNNO; explain says why instead
                 throw;

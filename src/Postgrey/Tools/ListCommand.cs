@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Microsoft.Data.Sqlite;
 using Postgrey.Configuration;
 using Postgrey.Core.Greylisting;
 using Postgrey.Storage.Sqlite;
@@ -13,7 +12,8 @@ namespace Postgrey.Tools;
 /// <summary>
 /// <c>postgrey list</c>: the triplets or the auto-whitelisted clients of our database, filtered,
 /// as text or JSON: postgrey_clients_dump's job, without its hard-coded count. Read-only, in one
-/// snapshot, beside the running service.
+/// snapshot, beside the running service; from the SQLite store (--dbdir) or the shared
+/// PostgreSQL store (--db), with the same output for the same rows.
 /// </summary>
 internal static class ListCommand
 {
@@ -30,10 +30,12 @@ internal static class ListCommand
         what.AcceptOnlyFromAmong("triplets", "clients");
         var dbdir = new Option<string>("--dbdir")
         {
-            Description = "our database directory, the service's --dbdir (SQLite; --db=URI is not read yet)",
+            Description = "our database directory, the service's --dbdir (SQLite)",
             HelpName = "DIR",
             DefaultValueFactory = _ => PostgreyCommandLine.DefaultDbDir,
         };
+        var db = DatabaseFlags.Uri("--db", "the service's shared PostgreSQL store instead, postgresql://USER@HOST:PORT/DBNAME");
+        var password = DatabaseFlags.PasswordFile();
         var client = new Option<string?>("--client")
         {
             Description = "an address (matching the subnet key holding it, as --ipv4cidr/--ipv6cidr or --lookup-by-host make it), a network ADDR/BITS, or a pattern with * on the key's client part",
@@ -58,8 +60,9 @@ internal static class ListCommand
         var json = new Option<bool>("--json") { Description = "one JSON array of objects, times in unix seconds" };
         var command = new Command(Name, "List our triplets or auto-whitelisted clients, with filters; read-only, safe while the service runs")
         {
-            what, dbdir, client, sender, recipient, minCount, cidr.IPv4Cidr, cidr.IPv6Cidr, json,
+            what, dbdir, db, password, client, sender, recipient, minCount, cidr.IPv4Cidr, cidr.IPv6Cidr, json,
         };
+        command.Validators.Add(result => DatabaseFlags.CheckDbOrDbdir(result, dbdir, db, password));
         command.SetAction(r =>
         {
             bool clients = r.GetValue(what) == "clients";
@@ -72,17 +75,16 @@ internal static class ListCommand
                 return ToolCommand.UsageError(Name, "--min-count applies to clients");
             }
             var filter = new Filter(r.GetValue(client), r.GetValue(sender), r.GetValue(recipient), r.GetValue(cidr.IPv4Cidr), r.GetValue(cidr.IPv6Cidr));
-            return Run(r.GetValue(dbdir)!, clients, filter, r.GetValue(minCount), r.GetValue(json));
+            return Run(r.GetValue(dbdir)!, r.GetValue(db) is { } uri ? DatabaseFlags.Resolve(uri, r.GetValue(password)) : null, clients, filter, r.GetValue(minCount), r.GetValue(json));
         });
         return command;
     }
 
-    private static int Run(string dbdir, bool clients, Filter filter, int minCount, bool json)
+    private static int Run(string dbdir, (string ConnectionString, string Description)? db, bool clients, Filter filter, int minCount, bool json)
     {
-        var options = new SqliteStoreOptions { Directory = dbdir };
         try
         {
-            using var snapshot = SqliteSnapshot.Open(options);
+            using ToolDatabase snapshot = ToolDatabase.Open(dbdir, db);
             using Stream stdout = Console.OpenStandardOutput();
             if (json)
             {
@@ -97,6 +99,7 @@ internal static class ListCommand
                         writer.WriteNumber("count", row.Count);
                         writer.WriteNumber("last_seen", row.LastSeen);
                         writer.WriteEndObject();
+                        FlushEvery64K(writer);
                     }
                 }
                 else
@@ -116,6 +119,7 @@ internal static class ListCommand
                         writer.WriteNumber("first_seen", row.FirstSeen);
                         writer.WriteNumber("last_seen", row.LastSeen);
                         writer.WriteEndObject();
+                        FlushEvery64K(writer);
                     }
                 }
                 writer.WriteEndArray();
@@ -143,9 +147,18 @@ internal static class ListCommand
             }
             return 0;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+        catch (Exception ex) when (ToolDatabase.IsReadError(ex))
         {
-            return ToolCommand.Fail(Name, $"can't read {options.DatabasePath}: {ex.Message}");
+            return ToolCommand.Fail(Name, ToolDatabase.ReadFailure(dbdir, db, ex));
+        }
+    }
+
+    /// <summary>The writer keeps everything until flushed: a million triplets held half a gigabyte.</summary>
+    private static void FlushEvery64K(Utf8JsonWriter writer)
+    {
+        if (writer.BytesPending > 1 << 16)
+        {
+            writer.Flush();
         }
     }
 

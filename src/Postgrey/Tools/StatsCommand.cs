@@ -2,14 +2,14 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json;
-using Microsoft.Data.Sqlite;
 using Postgrey.Storage.Sqlite;
 
 namespace Postgrey.Tools;
 
 /// <summary>
-/// <c>postgrey stats</c>: what greylisting did, read from the database (safe beside the running
-/// service: a WAL reader never blocks its writer). Over the triplets first seen within --since:
+/// <c>postgrey stats</c>: what greylisting did, read from the database in one snapshot (safe beside
+/// the running service: a SQLite WAL reader never blocks its writer, a PostgreSQL READ ONLY
+/// transaction blocks no service's writes). Over the triplets first seen within --since:
 /// how many passed, still wait, or were never retried within the retry window; how long senders
 /// took to retry; the sender domains and client networks most often greylisted without a retry.
 /// The database keeps only the first and last time of a triplet, so the retry delay of a
@@ -27,6 +27,8 @@ internal static class StatsCommand
             HelpName = "DIR",
             DefaultValueFactory = _ => ImportCommand.DefaultDirectory,
         };
+        var db = DatabaseFlags.Uri("--db", "the service's shared PostgreSQL store instead, postgresql://USER@HOST:PORT/DBNAME");
+        var password = DatabaseFlags.PasswordFile();
         var since = new Option<string>("--since")
         {
             Description = "the triplets first seen within this time: N followed by d, h, m or s",
@@ -63,9 +65,11 @@ internal static class StatsCommand
         var json = new Option<bool>("--json") { Description = "one JSON object instead of text" };
         var command = new Command("stats", "What greylisting did, from the database: triplets passed, waiting and never retried, retry delays, auto-whitelisted clients, who was greylisted without retrying")
         {
-            dbdir, since, delay, retryWindow, awl, top, json,
+            dbdir, db, password, since, delay, retryWindow, awl, top, json,
         };
+        command.Validators.Add(result => DatabaseFlags.CheckDbOrDbdir(result, dbdir, db, password));
         command.SetAction(r => Run(
+            r.GetValue(db) is { } uri ? DatabaseFlags.Resolve(uri, r.GetValue(password)) : null,
             new StatsSettings(r.GetValue(dbdir)!, Value(r.GetValue(since)!, t => Seconds(t, "--since", false)), Value(r.GetValue(delay)!, t => Seconds(t, "--delay", true)),
                 Value(r.GetValue(retryWindow)!, RetryWindow), r.GetValue(awl), r.GetValue(top)),
             r.GetValue(json),
@@ -113,17 +117,19 @@ internal static class StatsCommand
         return (n * (hours ? 3600 : 86400), "");
     }
 
-    private static int Run(StatsSettings settings, bool json, long now)
+    private static int Run((string ConnectionString, string Description)? db, StatsSettings settings, bool json, long now)
     {
-        var options = new SqliteStoreOptions { Directory = settings.DbDir };
         GreylistStats stats;
         try
         {
-            stats = GreylistStats.Compute(SqliteImport.ReadTriplets(options), SqliteImport.ReadClients(options), settings, now);
+            // Triplets and clients from one snapshot: the figures agree with each other. In any
+            // order: the figures and the top lists (by count, then key) do not depend on it.
+            using ToolDatabase database = ToolDatabase.Open(settings.DbDir, db);
+            stats = GreylistStats.Compute(database.Triplets(inKeyOrder: false), database.Clients(inKeyOrder: false), settings, now);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or SqliteException or InvalidOperationException)
+        catch (Exception ex) when (ToolDatabase.IsReadError(ex))
         {
-            return ToolCommand.Fail("stats", $"can't read {options.DatabasePath}: {ex.Message}");
+            return ToolCommand.Fail("stats", ToolDatabase.ReadFailure(settings.DbDir, db, ex));
         }
         using var output = new StreamWriter(Console.OpenStandardOutput()) { NewLine = "\n" };
         if (json)
@@ -157,7 +163,7 @@ internal sealed record GreylistStats
     public IReadOnlyList<KeyValuePair<string, long>> TopSenderDomains { get; init; } = [];
     public IReadOnlyList<KeyValuePair<string, long>> TopClientNetworks { get; init; } = [];
 
-    public static GreylistStats Compute(IReadOnlyList<TripletRow> triplets, IReadOnlyList<ClientRow> clients, StatsSettings settings, long now)
+    public static GreylistStats Compute(IEnumerable<TripletRow> triplets, IEnumerable<ClientRow> clients, StatsSettings settings, long now)
     {
         long from = now - settings.SinceSeconds;
         long total = 0, passed = 0, waiting = 0, never = 0;
@@ -195,6 +201,15 @@ internal sealed record GreylistStats
             }
         }
         delays.Sort();
+        long clientCount = 0, whitelisted = 0;
+        foreach (ClientRow c in clients)
+        {
+            clientCount++;
+            if (settings.AutoWhitelistClients > 0 && c.Count >= settings.AutoWhitelistClients)
+            {
+                whitelisted++;
+            }
+        }
         return new GreylistStats
         {
             Settings = settings,
@@ -206,8 +221,8 @@ internal sealed record GreylistStats
             RetryMedianSeconds = Percentile(delays, 0.5),
             RetryP90Seconds = Percentile(delays, 0.9),
             RetryDelaysMeasured = delays.Count,
-            Clients = clients.Count,
-            AutoWhitelistedClients = settings.AutoWhitelistClients > 0 ? clients.Count(c => c.Count >= settings.AutoWhitelistClients) : 0,
+            Clients = clientCount,
+            AutoWhitelistedClients = whitelisted,
             TopSenderDomains = Top(domains, settings.Top),
             TopClientNetworks = Top(networks, settings.Top),
         };
