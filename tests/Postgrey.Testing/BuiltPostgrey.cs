@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Postgrey.Testing;
 
 /// <summary>Where the built postgrey.dll of src/Postgrey is, in the tests' own configuration.</summary>
@@ -13,6 +15,32 @@ public static class BuiltPostgrey
         string[] all = [.. args];
         string[] runAs = IsRoot && !all.Any(a => a.StartsWith("--user", StringComparison.Ordinal)) ? ["--user=root"] : [];
         return PolicyServerProcess.Start("dotnet", [DllPath, .. all, .. runAs], environment: environment);
+    }
+
+    /// <summary>Runs the built postgrey.dll to its end (at most 2 minutes): its exit code, stdout
+    /// and stderr apart.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(DllPath);
+        foreach (string arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(info)!;
+        string stdout = "", stderr = "";
+        var readOut = new Thread(() => stdout = process.StandardOutput.ReadToEnd());
+        var readErr = new Thread(() => stderr = process.StandardError.ReadToEnd());
+        readOut.Start();
+        readErr.Start();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"postgrey {string.Join(' ', args)} did not finish");
+        }
+        readOut.Join();
+        readErr.Join();
+        return (process.ExitCode, stdout, stderr);
     }
 
     public static string DllPath

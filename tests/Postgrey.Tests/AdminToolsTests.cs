@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -348,28 +347,5 @@ public sealed class AdminToolsTests : IDisposable
         }
     }
 
-    /// <summary>The built postgrey.dll, stdout and stderr apart.</summary>
-    private static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(BuiltPostgrey.DllPath);
-        foreach (string arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        string stdout = "", stderr = "";
-        var readOut = new Thread(() => stdout = process.StandardOutput.ReadToEnd());
-        var readErr = new Thread(() => stderr = process.StandardError.ReadToEnd());
-        readOut.Start();
-        readErr.Start();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"postgrey {string.Join(' ', args)} did not finish");
-        }
-        readOut.Join();
-        readErr.Join();
-        return (process.ExitCode, stdout, stderr);
-    }
+    private static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => BuiltPostgrey.Run(args);
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Text.RegularExpressions;
 using Postgrey.Storage.PostgreSql;
@@ -261,28 +260,5 @@ public sealed partial class PostgreSqlToolsTests(PostgresCluster cluster) : ICla
     [GeneratedRegex(@"(?<=since"":? )\d+|(?<=""now"": )\d+|(?<=since )\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")]
     private static partial Regex Times();
 
-    /// <summary>The built postgrey.dll, stdout and stderr apart.</summary>
-    private static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(BuiltPostgrey.DllPath);
-        foreach (string arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        string stdout = "", stderr = "";
-        var readOut = new Thread(() => stdout = process.StandardOutput.ReadToEnd());
-        var readErr = new Thread(() => stderr = process.StandardError.ReadToEnd());
-        readOut.Start();
-        readErr.Start();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"postgrey {string.Join(' ', args)} did not finish");
-        }
-        readOut.Join();
-        readErr.Join();
-        return (process.ExitCode, stdout, stderr);
-    }
+    private static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => BuiltPostgrey.Run(args);
 }
