@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
@@ -197,44 +196,10 @@ internal static class Fixtures
         [.. pairs.Select(p => Convert.ToHexString(p.Key) + " " + Convert.ToHexString(p.Value)).Order(StringComparer.Ordinal)];
 
     /// <summary>Runs the built postgrey.dll with <paramref name="args"/>, stdout and stderr apart.</summary>
-    public static (int ExitCode, string Stdout, string Stderr) Postgrey(params string[] args) =>
-        Run("dotnet", [BuiltPostgrey.DllPath, .. args]);
+    public static (int ExitCode, string Stdout, string Stderr) Postgrey(params string[] args) => BuiltPostgrey.Run(args);
 
-    public static (int ExitCode, string Stdout, string Stderr) Run(string file, IEnumerable<string> args, string? stdin = null)
-    {
-        var info = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = stdin is not null,
-            UseShellExecute = false,
-        };
-        foreach (string arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        // Threads, not tasks: the analyzers forbid waiting on a task here, and both pipes must be
-        // drained while the other fills.
-        string stdout = "", stderr = "";
-        var readOut = new Thread(() => stdout = process.StandardOutput.ReadToEnd());
-        var readErr = new Thread(() => stderr = process.StandardError.ReadToEnd());
-        readOut.Start();
-        readErr.Start();
-        if (stdin is not null)
-        {
-            process.StandardInput.Write(stdin);
-            process.StandardInput.Close();
-        }
-        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish");
-        }
-        readOut.Join();
-        readErr.Join();
-        return (process.ExitCode, stdout, stderr);
-    }
+    public static (int ExitCode, string Stdout, string Stderr) Run(string file, IEnumerable<string> args, string? stdin = null) =>
+        ToolProcess.Run(file, args, stdin);
 
     /// <summary>Every triplet and client row of our database, as text lines, sorted.</summary>
     public static (List<string> Triplets, List<string> Clients) OurRows(string dbdir)

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace Postgrey.Testing;
 
 /// <summary>Where the built postgrey.dll of src/Postgrey is, in the tests' own configuration.</summary>
@@ -19,29 +17,7 @@ public static class BuiltPostgrey
 
     /// <summary>Runs the built postgrey.dll to its end (at most 2 minutes): its exit code, stdout
     /// and stderr apart.</summary>
-    public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(DllPath);
-        foreach (string arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        string stdout = "", stderr = "";
-        var readOut = new Thread(() => stdout = process.StandardOutput.ReadToEnd());
-        var readErr = new Thread(() => stderr = process.StandardError.ReadToEnd());
-        readOut.Start();
-        readErr.Start();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"postgrey {string.Join(' ', args)} did not finish");
-        }
-        readOut.Join();
-        readErr.Join();
-        return (process.ExitCode, stdout, stderr);
-    }
+    public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => ToolProcess.Run("dotnet", [DllPath, .. args]);
 
     public static string DllPath
     {
