@@ -59,7 +59,7 @@ public sealed partial class SqliteGreylistStore : IDecisionRounds
         {
             return false;
         }
-        item.Deadline = Environment.TickCount64 + (long)_options.DecisionTimeout.TotalMilliseconds;
+        SetDeadline(item);
         _round.Add(item);
         return true;
     }

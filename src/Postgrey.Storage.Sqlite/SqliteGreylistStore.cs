@@ -284,7 +284,7 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
 
     private void Enqueue(WorkItem item)
     {
-        item.Deadline = item.Alone ? long.MaxValue : Environment.TickCount64 + (long)_options.DecisionTimeout.TotalMilliseconds;
+        SetDeadline(item);
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_closing, this);
@@ -295,6 +295,10 @@ public sealed partial class SqliteGreylistStore : IGreylistStore, IDisposable
             }
         }
     }
+
+    /// <summary>When nobody waits for <paramref name="item"/> any more; never for work that runs alone.</summary>
+    private void SetDeadline(WorkItem item) =>
+        item.Deadline = item.Alone ? long.MaxValue : Environment.TickCount64 + (long)_options.DecisionTimeout.TotalMilliseconds;
 
     private void WriterLoop()
     {
