@@ -81,10 +81,14 @@ internal sealed class KeyRecorder : IGreylistTransaction
 /// The batch's rows in memory, as read under the batch's locks: decisions run against it one
 /// after the other (so they see each other's writes, as they would in sequence), and the rows
 /// they changed are written back in one statement per table. A decision that throws has its
-/// writes undone here, and the others of the batch go on.
+/// writes undone here, and the others of the batch go on. A key the first pass did not read
+/// stops its decision (<see cref="KeyNotLoadedException"/>): the writer reads it
+/// (<see cref="FetchMissingAsync"/>) and runs that decision again.
 /// </summary>
 internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransaction
 {
+    private readonly List<string> _missingTriplets = [];
+    private readonly List<string> _missingClients = [];
     private readonly Dictionary<string, TripletRecord?> _triplets = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ClientRecord?> _clients = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyTriplets = new(StringComparer.Ordinal);
@@ -94,6 +98,68 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
     /// <summary>Keys read with a round trip of their own because the first pass missed them (for tests and the benchmark).</summary>
     public int ExtraReads { get; private set; }
 
+    /// <summary>BEGIN's companion: the advisory locks of <paramref name="ids"/>, sorted, in one statement.</summary>
+    public static NpgsqlBatchCommand LockCommand(long[] ids) =>
+        new("SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id") { Parameters = { new() { Value = ids } } };
+
+    /// <summary>The rows of the keys, in a statement after the locks' (READ COMMITTED: its
+    /// snapshot sees every commit that released one of them).</summary>
+    public static NpgsqlBatchCommand ReadCommand(IReadOnlyCollection<string> triplets, IReadOnlyCollection<string> clients) =>
+        new("SELECT 0, key, first_seen, last_seen FROM triplets WHERE key = ANY($1) " +
+            "UNION ALL SELECT 1, key, count, last_seen FROM clients WHERE key = ANY($2)")
+        {
+            Parameters = { new() { Value = triplets.ToArray() }, new() { Value = clients.ToArray() } },
+        };
+
+    /// <summary>Runs <paramref name="read"/> (ending with a <see cref="ReadCommand"/>) and keeps the rows it found.</summary>
+    public async Task LoadAsync(NpgsqlBatch read)
+    {
+        using NpgsqlDataReader reader = await read.ExecuteReaderAsync().ConfigureAwait(false);
+        do
+        {
+            while (reader.FieldCount == 4 && await reader.ReadAsync().ConfigureAwait(false))
+            {
+                string key = reader.GetString(1);
+                if (reader.GetInt32(0) == 0)
+                {
+                    _triplets[key] = new TripletRecord(reader.GetInt64(2), reader.GetInt64(3));
+                }
+                else
+                {
+                    _clients[key] = new ClientRecord(reader.GetInt64(2), reader.GetInt64(3));
+                }
+            }
+        }
+        while (await reader.NextResultAsync().ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// Locks and reads the keys a decision stopped at, in the batch's transaction. Out of the
+    /// sorted order, so a deadlock with another host is possible: PostgreSQL detects it and the
+    /// writer runs the batch again.
+    /// </summary>
+    public async Task FetchMissingAsync()
+    {
+        ExtraReads += _missingTriplets.Count + _missingClients.Count;
+        var ids = new long[_missingTriplets.Count + _missingClients.Count];
+        int i = 0;
+        foreach (string key in _missingTriplets)
+        {
+            _triplets[key] = null;
+            ids[i++] = KeyRecorder.LockId('t', key);
+        }
+        foreach (string key in _missingClients)
+        {
+            _clients[key] = null;
+            ids[i++] = KeyRecorder.LockId('c', key);
+        }
+        Array.Sort(ids);
+        using var read = new NpgsqlBatch(connection) { BatchCommands = { LockCommand(ids), ReadCommand(_missingTriplets, _missingClients) } };
+        _missingTriplets.Clear();
+        _missingClients.Clear();
+        await LoadAsync(read).ConfigureAwait(false);
+    }
+
     public void Clear()
     {
         _triplets.Clear();
@@ -101,6 +167,8 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
         _dirtyTriplets.Clear();
         _dirtyClients.Clear();
         _undo.Clear();
+        _missingTriplets.Clear();
+        _missingClients.Clear();
     }
 
     public void Loaded(KeyRecorder keys)
@@ -114,10 +182,6 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
             _clients[key] = null;
         }
     }
-
-    public void LoadedTriplet(string key, TripletRecord record) => _triplets[key] = record;
-
-    public void LoadedClient(string key, ClientRecord record) => _clients[key] = record;
 
     public void BeginDecision() => _undo.Clear();
 
@@ -135,9 +199,8 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
     {
         if (!_triplets.TryGetValue(key, out TripletRecord? found))
         {
-            (long, long)? row = Fetch('t', "SELECT first_seen, last_seen FROM triplets WHERE key = $1", key);
-            found = row is { } r ? new TripletRecord(r.Item1, r.Item2) : null;
-            _triplets[key] = found;
+            _missingTriplets.Add(key);
+            throw new KeyNotLoadedException();
         }
         return found;
     }
@@ -148,9 +211,8 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
     {
         if (!_clients.TryGetValue(key, out ClientRecord? found))
         {
-            (long, long)? row = Fetch('c', "SELECT count, last_seen FROM clients WHERE key = $1", key);
-            found = row is { } r ? new ClientRecord(r.Item1, r.Item2) : null;
-            _clients[key] = found;
+            _missingClients.Add(key);
+            throw new KeyNotLoadedException();
         }
         return found;
     }
@@ -172,32 +234,6 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
                 dirty.Remove(key);
             }
         });
-    }
-
-    /// <summary>A key the first pass did not see: locked (out of order, so a deadlock is
-    /// possible; PostgreSQL detects it and the batch is run again), then read.</summary>
-    private (long, long)? Fetch(char table, string sql, string key)
-    {
-        ExtraReads++;
-        using var batch = new NpgsqlBatch(connection)
-        {
-            BatchCommands =
-            {
-                new NpgsqlBatchCommand("SELECT pg_advisory_xact_lock($1)") { Parameters = { new() { Value = KeyRecorder.LockId(table, key) } } },
-                new NpgsqlBatchCommand(sql) { Parameters = { new() { Value = key } } },
-            },
-        };
-        using NpgsqlDataReader reader = batch.ExecuteReader();
-        (long, long)? result = null;
-        do
-        {
-            while (reader.FieldCount == 2 && reader.Read())
-            {
-                result = (reader.GetInt64(0), reader.GetInt64(1));
-            }
-        }
-        while (reader.NextResult());
-        return result;
     }
 
     /// <summary>Adds the upserts of every changed row to <paramref name="batch"/>: one statement per table over arrays.</summary>
@@ -230,5 +266,24 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
         {
             Parameters = { new() { Value = k }, new() { Value = a }, new() { Value = b } },
         };
+    }
+}
+
+/// <summary>A decision asked for a key the batch has not read: the writer reads it and runs the decision again.</summary>
+internal sealed class KeyNotLoadedException : Exception
+{
+    public KeyNotLoadedException()
+        : base("key not read by the batch yet")
+    {
+    }
+
+    public KeyNotLoadedException(string message)
+        : base(message)
+    {
+    }
+
+    public KeyNotLoadedException(string message, Exception innerException)
+        : base(message, innerException)
+    {
     }
 }

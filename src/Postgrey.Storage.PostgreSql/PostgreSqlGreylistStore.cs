@@ -110,6 +110,11 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             CommandTimeout = Math.Max(2, 2 * (int)Math.Ceiling(options.Timeout.TotalSeconds)),
             // A server that vanished without a FIN (power cut, partition) is noticed in seconds.
             KeepAlive = 5,
+            // The writer runs the same few statements for ever: prepared once on the server,
+            // each batch skips their parse and plan (PostgreSQL's CPU per decision -20 to -35%,
+            // docs/performance.md, session 8).
+            MaxAutoPrepare = 16,
+            AutoPrepareMinUsages = 2,
             ApplicationName = string.IsNullOrEmpty(new NpgsqlConnectionStringBuilder(options.ConnectionString).ApplicationName)
                 ? "postgrey"
                 : new NpgsqlConnectionStringBuilder(options.ConnectionString).ApplicationName,
@@ -165,6 +170,10 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
                 _schemaReady = true;
                 Log.Opened(_logger, _options.Description, connection.PostgreSqlVersion.ToString(), Schema.CurrentVersion);
             }
+            // A prepared statement keeps the plan made when it was prepared; made on a new,
+            // nearly empty table, that could be a sequential scan, kept while the table grows
+            // until autovacuum next analyzes it. Every statement of the writer reads by key.
+            Schema.Execute(connection, "SET enable_seqscan = off");
         }
         catch
         {
@@ -414,7 +423,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             try
             {
                 long started = Stopwatch.GetTimestamp();
-                RunBatchOnce(batch);
+#pragma warning disable VSTHRD002 // the writer's own thread, no synchronization context: nothing it blocks can be what completes the task
+                RunBatchOnceAsync(batch).GetAwaiter().GetResult();
+#pragma warning restore VSTHRD002
                 StoreMetrics.Committed(started, batch.Count);
                 Batches++;
                 if (Volatile.Read(ref _slow) == 1 && Interlocked.Exchange(ref _slow, 0) == 1)
@@ -449,7 +460,16 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         }
     }
 
-    private void RunBatchOnce(List<WorkItem> batch)
+    /// <summary>
+    /// One batch's transaction. Asynchronous, although the writer waits for it: Npgsql writes
+    /// the second and later statements of a synchronous batch through the thread pool, and .NET
+    /// emulates a blocking read on its socket through the socket engine and the pool, each a
+    /// thread wake-up per round trip. Awaited, the round trips continue on the socket engine's
+    /// thread (inline completions, set by the service) and the writer wakes once per batch.
+    /// Nothing in here blocks on I/O: a decision that needs a key the first pass missed is
+    /// undone, the key read (awaited), and the decision run again.
+    /// </summary>
+    private async Task RunBatchOnceAsync(List<WorkItem> batch)
     {
         NpgsqlConnection connection = _connection!;
         BatchView view = _view!;
@@ -465,42 +485,28 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         using (var read = new NpgsqlBatch(connection))
         {
             read.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-            read.BatchCommands.Add(new NpgsqlBatchCommand("SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id")
-            {
-                Parameters = { new() { Value = _keys.LockIds() } },
-            });
-            read.BatchCommands.Add(new NpgsqlBatchCommand(
-                "SELECT 0, key, first_seen, last_seen FROM triplets WHERE key = ANY($1) " +
-                "UNION ALL SELECT 1, key, count, last_seen FROM clients WHERE key = ANY($2)")
-            {
-                Parameters = { new() { Value = _keys.Triplets.ToArray() }, new() { Value = _keys.Clients.ToArray() } },
-            });
-            using NpgsqlDataReader reader = read.ExecuteReader();
-            do
-            {
-                while (reader.FieldCount == 4 && reader.Read())
-                {
-                    string key = reader.GetString(1);
-                    if (reader.GetInt32(0) == 0)
-                    {
-                        view.LoadedTriplet(key, new TripletRecord(reader.GetInt64(2), reader.GetInt64(3)));
-                    }
-                    else
-                    {
-                        view.LoadedClient(key, new ClientRecord(reader.GetInt64(2), reader.GetInt64(3)));
-                    }
-                }
-            }
-            while (reader.NextResult());
+            read.BatchCommands.Add(BatchView.LockCommand(_keys.LockIds()));
+            read.BatchCommands.Add(BatchView.ReadCommand(_keys.Triplets, _keys.Clients));
+            await view.LoadAsync(read).ConfigureAwait(false);
         }
 
         // The decisions, in memory, in queue order.
         foreach (WorkItem item in batch)
         {
-            view.BeginDecision();
-            if (!item.Run(view))
+            while (true)
             {
+                view.BeginDecision();
+                DecisionRun run = item.Run(view);
+                if (run == DecisionRun.Done)
+                {
+                    break;
+                }
                 view.UndoDecision();
+                if (run == DecisionRun.Failed)
+                {
+                    break;
+                }
+                await view.FetchMissingAsync().ConfigureAwait(false);
             }
         }
 
@@ -509,7 +515,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         {
             view.AddWrites(write);
             write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-            write.ExecuteNonQuery();
+            await write.ExecuteNonQueryAsync().ConfigureAwait(false);
         }
         foreach (WorkItem item in batch)
         {
@@ -643,6 +649,13 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         Log.Closed(_logger, _options.Description);
     }
 
+    private enum DecisionRun
+    {
+        Done,
+        Failed,
+        KeyMissing,
+    }
+
     private abstract class WorkItem(long deadline)
     {
         public long Deadline { get; } = deadline;
@@ -653,8 +666,9 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
         /// <summary>The first pass: which keys would it touch?</summary>
         public abstract void Record(KeyRecorder keys);
 
-        /// <summary>The real run; false if the decision threw (it then fails alone).</summary>
-        public abstract bool Run(IGreylistTransaction view);
+        /// <summary>The real run: done, failed (the decision threw: it fails alone), or stopped
+        /// at a key the first pass missed (to be read, then the decision run again).</summary>
+        public abstract DecisionRun Run(BatchView view);
 
         public abstract void Complete();
 
@@ -685,18 +699,22 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             }
         }
 
-        public override bool Run(IGreylistTransaction view)
+        public override DecisionRun Run(BatchView view)
         {
             try
             {
                 _result = decide(view, state);
                 _error = null;
-                return true;
+                return DecisionRun.Done;
+            }
+            catch (KeyNotLoadedException)
+            {
+                return DecisionRun.KeyMissing;
             }
             catch (Exception ex) when (ex is not NpgsqlException)
             {
                 _error = ex;
-                return false;
+                return DecisionRun.Failed;
             }
         }
 

@@ -219,6 +219,12 @@ internal static class ServiceStartup
     {
         if (options.PostgreSql is { } shared)
         {
+            // The store awaits its round trips to PostgreSQL: let them continue on the socket
+            // engine's thread instead of waking a pool thread each (read once, when the first
+            // asynchronous socket operation starts the engine: before the store opens). The
+            // service's own sockets do not use the engine under epoll; Kestrel (--metrics)
+            // schedules its work to its own queues either way.
+            Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
             // The epoll transport hands each answer to its loop at once: let the writer do that.
             return PostgreSqlGreylistStore.Open(shared with { ContinueOnWriterThread = PolicyServer.UsesEpoll(options.Server) }, loggerFactory.CreateLogger<PostgreSqlGreylistStore>(), options.Storage.LockPath);
         }
