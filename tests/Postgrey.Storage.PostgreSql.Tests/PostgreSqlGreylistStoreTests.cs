@@ -83,6 +83,62 @@ public sealed class PostgreSqlGreylistStoreTests(PostgresCluster cluster) : ICla
     }
 
     [Fact]
+    public async Task ExecuteAsync_DecisionStoppedAtAMissedKey_RunsAgainFromScratch_WritesOnce()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db);
+        await Run(store, tx =>
+        {
+            tx.SaveTriplet("pointer", new TripletRecord(7, 7));
+            tx.SaveTriplet("k7", new TripletRecord(70, 71));
+            tx.SaveClient("c", new ClientRecord(1, 1));
+            return 0;
+        });
+        long seen = await Run(store, tx =>
+        {
+            ClientRecord c = tx.FindClient("c") ?? new ClientRecord(0, 0);
+            tx.SaveClient("c", c with { Count = c.Count + 1 }); // written before the decision stops
+            TripletRecord? p = tx.FindTriplet("pointer");
+            tx.FindTriplet($"k{p?.FirstSeen}"); // unknown to the first pass: the decision stops, is undone, runs again
+            return tx.FindClient("c")!.Value.Count;
+        });
+        Assert.Equal(2, seen);
+        Assert.Equal(2, await cluster.ScalarAsync("SELECT count FROM clients WHERE key = 'c'", db));
+        Assert.Equal(1, store.ExtraReads);
+    }
+
+    [Fact]
+    public async Task Decisions_TableGrownAfterTheStatementsWerePrepared_ReadByIndexNeverScanned()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = Open(db);
+        // One decision per batch: the writer's statements are prepared and planned on a table of a few rows.
+        for (int i = 0; i < 20; i++)
+        {
+            await Run(store, tx => { tx.FindClient("c"); tx.SaveTriplet($"t{i}", new TripletRecord(i, i)); return 0; });
+        }
+        await cluster.PsqlAsync("INSERT INTO triplets SELECT 'x' || i, 1, 1 FROM generate_series(1, 100000) i", db);
+        // A server process hands in its statistics at most once a second, at the end of a
+        // transaction: one more after a pause, so that nothing counted before is counted after the reset.
+        await Task.Delay(1500);
+        await Run(store, tx => tx.FindClient("c"));
+        await cluster.PsqlAsync("SELECT pg_stat_reset()", db);
+        for (int i = 0; i < 20; i++)
+        {
+            await Run(store, tx => { tx.FindClient("c"); tx.SaveTriplet($"x{i}", new TripletRecord(i, i)); return 0; });
+        }
+        store.Dispose(); // its server process ends and hands in its statistics
+        long indexed = 0;
+        for (int wait = 0; wait < 100 && indexed < 20; wait++)
+        {
+            await Task.Delay(100);
+            indexed = await cluster.ScalarAsync("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'triplets'", db);
+        }
+        Assert.True(indexed >= 20, $"{indexed} index scans of triplets for 20 batches");
+        Assert.Equal(0, await cluster.ScalarAsync("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'triplets'", db));
+    }
+
+    [Fact]
     public async Task TwoStores_GreylistedViaA_FoundViaB()
     {
         string db = await cluster.CreateDatabaseAsync();
