@@ -4,7 +4,12 @@
 # 100-connection workloads of bench/load.sh (90% repeats of 10,000 prefilled triplets; every
 # request a new triplet), every decision logged to a file (no -q). Prints one table.
 #
-#   bench/cluster.sh [--duration SEC] [--skip-sqlgrey]
+#   bench/cluster.sh [--duration SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]
+#
+# --only: some of ours-sqlite, ours-pg, ours-pg-x2, sqlgrey-pg. --seeds: with repeats, whether
+# the two hosts' generators share one seed (the default: one pool of senders, each triplet sent
+# to both hosts in the same order at the same moments) or have one each (seed 1 and 2: each host
+# its own pool of senders). With all-new triplets they always have one each.
 #
 # PostgreSQL is a private cluster made here (initdb in a temp dir, its own port and socket
 # directory, run as the postgres user when started as root), durable as a production one:
@@ -22,11 +27,15 @@ tools=${POLICYLOAD_DIR:-$repo/../shared/tools/policyload}
 [ -d "$tools" ] || tools=$repo/../../shared/tools/policyload
 duration=10
 with_sqlgrey=1
+only=
+seeds=same
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=$2; shift 2 ;;
         --skip-sqlgrey) with_sqlgrey=0; shift ;;
-        *) echo "usage: $0 [--duration SEC] [--skip-sqlgrey]" >&2; exit 2 ;;
+        --only) only=",$2,"; shift 2 ;;
+        --seeds) seeds=$2; shift 2 ;;
+        *) echo "usage: $0 [--duration SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]" >&2; exit 2 ;;
     esac
 done
 [ -x /usr/sbin/sqlgrey ] || { echo "no /usr/sbin/sqlgrey: running without it" >&2; with_sqlgrey=0; }
@@ -193,7 +202,7 @@ run() {
         # the second host would be sent the first one's triplets at the same moment: not new,
         # and a lock wait each). With repeats, one seed: the same pool of senders retries at both.
         local seed=1
-        [ "$workload" = "100c all new" ] && seed=$i
+        { [ "$workload" = "100c all new" ] || [ "$seeds" = per-host ]; } && seed=$i
         "$load" --unix "$work/$setup-$i.sock" --conns "$conns" --duration "$duration" --warmup 2 --quiet \
             --server-pid "${server_pids[$((i - 1))]}" --seed "$seed" "$@" >"$work/out-$i.json" &
         lp+=($!)
@@ -231,6 +240,7 @@ setups=("ours-sqlite 1" "ours-pg 1" "ours-pg-x2 2")
 [ "$with_sqlgrey" = 1 ] && setups+=("sqlgrey-pg 1")
 for s in "${setups[@]}"; do
     read -r setup instances <<<"$s"
+    [ -z "$only" ] || [[ "$only" == *",$setup,"* ]] || continue
     run "100c 90% repeats" "$setup" "$instances" --triplets 10000 --mix 0.9 --prefill
     run "100c all new" "$setup" "$instances" --mix 0
 done
