@@ -4,8 +4,12 @@
 # 100-connection workloads of bench/load.sh (90% repeats of 10,000 prefilled triplets; every
 # request a new triplet), every decision logged to a file (no -q). Prints one table.
 #
-#   bench/cluster.sh [--duration SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]
+#   bench/cluster.sh [--duration SEC] [--warmup SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]
 #
+# --warmup (default 8): load before the measured phase. Our Release build is JIT-compiled: for
+# the first 5-9 s under load its tiered compiler still recompiles hot methods (a third of a core
+# in the seconds 4-9 with two instances, nothing after 9 s), which a 2 s warm-up measured; the
+# installed service (Native AOT, packaging/debian) compiles nothing at run time.
 # --only: some of ours-sqlite, ours-pg, ours-pg-x2, sqlgrey-pg. --seeds: with repeats, whether
 # the two hosts' generators share one seed (the default: one pool of senders, each triplet sent
 # to both hosts in the same order at the same moments) or have one each (seed 1 and 2: each host
@@ -26,16 +30,18 @@ repo=$(cd "$here/.." && pwd)
 tools=${POLICYLOAD_DIR:-$repo/../shared/tools/policyload}
 [ -d "$tools" ] || tools=$repo/../../shared/tools/policyload
 duration=10
+warmup=8
 with_sqlgrey=1
 only=
 seeds=same
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
         --skip-sqlgrey) with_sqlgrey=0; shift ;;
         --only) only=",$2,"; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) echo "usage: $0 [--duration SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--duration SEC] [--warmup SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]" >&2; exit 2 ;;
     esac
 done
 [ -x /usr/sbin/sqlgrey ] || { echo "no /usr/sbin/sqlgrey: running without it" >&2; with_sqlgrey=0; }
@@ -203,7 +209,7 @@ run() {
         # and a lock wait each). With repeats, one seed: the same pool of senders retries at both.
         local seed=1
         { [ "$workload" = "100c all new" ] || [ "$seeds" = per-host ]; } && seed=$i
-        "$load" --unix "$work/$setup-$i.sock" --conns "$conns" --duration "$duration" --warmup 2 --quiet \
+        "$load" --unix "$work/$setup-$i.sock" --conns "$conns" --duration "$duration" --warmup "$warmup" --quiet \
             --server-pid "${server_pids[$((i - 1))]}" --seed "$seed" "$@" >"$work/out-$i.json" &
         lp+=($!)
     done
@@ -247,7 +253,7 @@ done
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average before the last run: see above"
-echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync and synchronous_commit on; ${duration}s per run after 2s warm-up; ours: $(dotnet "$ours_dll" --version)"
+echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync and synchronous_commit on; ${duration}s per run after ${warmup}s warm-up; ours: $(dotnet "$ours_dll" --version)"
 echo
 python3 - "$results" <<'PY'
 import sys, collections
