@@ -426,6 +426,13 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
 #pragma warning disable VSTHRD002 // the writer's own thread, no synchronization context: nothing it blocks can be what completes the task
                 RunBatchOnceAsync(batch).GetAwaiter().GetResult();
 #pragma warning restore VSTHRD002
+                // Answered here, on the writer, not where the last round trip completed: what
+                // awaits a decision may run on this thread (ContinueOnWriterThread), and one that
+                // disposed the store from a pool or socket-engine thread would wait for itself.
+                foreach (WorkItem item in batch)
+                {
+                    item.Complete();
+                }
                 StoreMetrics.Committed(started, batch.Count);
                 Batches++;
                 if (Volatile.Read(ref _slow) == 1 && Interlocked.Exchange(ref _slow, 0) == 1)
@@ -465,7 +472,8 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
     /// the second and later statements of a synchronous batch through the thread pool, and .NET
     /// emulates a blocking read on its socket through the socket engine and the pool, each a
     /// thread wake-up per round trip. Awaited, the round trips continue on the socket engine's
-    /// thread (inline completions, set by the service) and the writer wakes once per batch.
+    /// thread (inline completions, set by the service) and the writer wakes once per batch, to
+    /// answer its decisions.
     /// Nothing in here blocks on I/O: a decision that needs a key the first pass missed is
     /// undone, the key read (awaited), and the decision run again.
     /// </summary>
@@ -516,10 +524,6 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             view.AddWrites(write);
             write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
             await write.ExecuteNonQueryAsync().ConfigureAwait(false);
-        }
-        foreach (WorkItem item in batch)
-        {
-            item.Complete();
         }
     }
 

@@ -28,8 +28,7 @@ public sealed record PostgreSqlStoreOptions
     public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// true: what awaits a decision continues on the thread that committed it, right after its
-    /// COMMIT (the writer, or the socket engine's thread where the round trip completed; as
+    /// true: what awaits a decision continues on the writer thread, right after its COMMIT (as
     /// <c>SqliteStoreOptions.ContinueOnWriterThread</c>). Only for a caller whose continuation
     /// hands the result off at once (the epoll transport posts the connection to its loop): it
     /// saves a thread-pool wake-up per decision, but anything slow there would stall every
