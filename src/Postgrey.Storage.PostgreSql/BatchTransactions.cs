@@ -46,15 +46,18 @@ internal sealed class KeyRecorder : IGreylistTransaction
     /// unlike a row lock, exists before its row does: two hosts seeing a new triplet at once
     /// serialise on it, and the second one finds the first one's first-seen.
     /// </summary>
-    public long[] LockIds()
+    public long[] LockIds() => LockIds(Triplets, Clients);
+
+    /// <summary>The advisory-lock ids of <paramref name="triplets"/> and <paramref name="clients"/>, sorted.</summary>
+    public static long[] LockIds(IReadOnlyCollection<string> triplets, IReadOnlyCollection<string> clients)
     {
-        var ids = new long[Triplets.Count + Clients.Count];
+        var ids = new long[triplets.Count + clients.Count];
         int i = 0;
-        foreach (string key in Triplets)
+        foreach (string key in triplets)
         {
             ids[i++] = LockId('t', key);
         }
-        foreach (string key in Clients)
+        foreach (string key in clients)
         {
             ids[i++] = LockId('c', key);
         }
@@ -141,20 +144,18 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
     public async Task FetchMissingAsync()
     {
         ExtraReads += _missingTriplets.Count + _missingClients.Count;
-        var ids = new long[_missingTriplets.Count + _missingClients.Count];
-        int i = 0;
         foreach (string key in _missingTriplets)
         {
             _triplets[key] = null;
-            ids[i++] = KeyRecorder.LockId('t', key);
         }
         foreach (string key in _missingClients)
         {
             _clients[key] = null;
-            ids[i++] = KeyRecorder.LockId('c', key);
         }
-        Array.Sort(ids);
-        using var read = new NpgsqlBatch(connection) { BatchCommands = { LockCommand(ids), ReadCommand(_missingTriplets, _missingClients) } };
+        using var read = new NpgsqlBatch(connection)
+        {
+            BatchCommands = { LockCommand(KeyRecorder.LockIds(_missingTriplets, _missingClients)), ReadCommand(_missingTriplets, _missingClients) },
+        };
         _missingTriplets.Clear();
         _missingClients.Clear();
         await LoadAsync(read).ConfigureAwait(false);
