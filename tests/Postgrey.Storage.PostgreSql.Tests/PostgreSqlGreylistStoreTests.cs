@@ -70,6 +70,85 @@ public sealed class PostgreSqlGreylistStoreTests(PostgresCluster cluster) : ICla
         Assert.Equal(0, store.ExtraReads);
     }
 
+    /// <summary>A store whose batches, under load, wait up to <paramref name="wait"/> for 10 decisions.</summary>
+    private PostgreSqlGreylistStore OpenGathering(string database, TimeSpan wait)
+    {
+        var options = PostgreSqlStores.Options(cluster, database, timeout: TimeSpan.FromMinutes(2)) with { BatchTarget = 10, BatchWait = wait, LoadedBatch = 8 };
+        var store = PostgreSqlGreylistStore.Open(options, NullLogger.Instance);
+        _disposables.Add(store);
+        return store;
+    }
+
+    private static ValueTask<int> Save(PostgreSqlGreylistStore store, string key) =>
+        Run(store, tx => { tx.SaveTriplet(key, new TripletRecord(1, 1)); return 0; });
+
+    /// <summary>Makes the store's last batch hold 9 decisions: they queue while a slow one runs.</summary>
+    private static async Task LoadAsync(PostgreSqlGreylistStore store)
+    {
+        ValueTask<int> slow = Run(store, tx => { Thread.Sleep(200); tx.SaveTriplet("slow", new TripletRecord(1, 1)); return 0; });
+        await Task.Delay(50);
+        Task[] queued = Enumerable.Range(0, 9).Select(i => Save(store, $"load{i}").AsTask()).ToArray();
+        await slow;
+        await Task.WhenAll(queued);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_UnderLoad_ABatchWaitsForMoreDecisions_OneTransactionForAll()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = OpenGathering(db, TimeSpan.FromSeconds(60));
+        await LoadAsync(store);
+        long before = store.Batches;
+
+        Task[] first = Enumerable.Range(0, 5).Select(i => Save(store, $"a{i}").AsTask()).ToArray();
+        Task all = Task.WhenAll(first);
+        // Under load a short queue waits for the batch target (10), not for the writer.
+        Assert.NotSame(all, await Task.WhenAny(all, Task.Delay(500)));
+        Assert.Equal(0, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key LIKE 'a%'", db));
+
+        Task[] second = Enumerable.Range(5, 5).Select(i => Save(store, $"a{i}").AsTask()).ToArray();
+        await Task.WhenAll(first.Concat(second)).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(10, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key LIKE 'a%'", db));
+        Assert.Equal(before + 1, store.Batches);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_UnderLoad_FewDecisions_StartAfterTheWaitAtMost()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = OpenGathering(db, TimeSpan.FromMilliseconds(300));
+        await LoadAsync(store);
+        // The target is never reached: the wait (300 ms), not the target, ends the gathering.
+        await Save(store, "lone").AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key = 'lone'", db));
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_LightLoad_ABatchStartsAtOnce()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = OpenGathering(db, TimeSpan.FromMinutes(1));
+        // One decision after another: every batch holds one, so none waits the minute.
+        for (int i = 0; i < 3; i++)
+        {
+            await Save(store, $"light{i}").AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        Assert.Equal(3, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key LIKE 'light%'", db));
+    }
+
+    [Fact]
+    public async Task Dispose_WhileABatchWaitsForMore_CommitsWhatWasQueued()
+    {
+        string db = await cluster.CreateDatabaseAsync();
+        var store = OpenGathering(db, TimeSpan.FromMinutes(1));
+        await LoadAsync(store);
+        Task pending = Save(store, "last").AsTask();
+        await Task.Delay(200);
+        await Task.Run(store.Dispose).WaitAsync(TimeSpan.FromSeconds(30));
+        await pending.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, await cluster.ScalarAsync("SELECT count(*) FROM triplets WHERE key = 'last'", db));
+    }
+
     [Fact]
     public async Task ExecuteAsync_KeyTheFirstPassMissed_IsReadInTheSameTransaction()
     {
