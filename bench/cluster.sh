@@ -4,8 +4,11 @@
 # 100-connection workloads of bench/load.sh (90% repeats of 10,000 prefilled triplets; every
 # request a new triplet), every decision logged to a file (no -q). Prints one table.
 #
-#   bench/cluster.sh [--duration SEC] [--warmup SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]
+#   bench/cluster.sh [--duration SEC] [--warmup SEC] [--rounds N] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]
 #
+# --rounds N (default 1): every setup N times, round by round (x1, x2, x1, x2, ...), and the
+# table shows each one's median and every run's req/s. This machine's speed drifts by a third
+# within minutes; only figures taken in turn compare (the ratio of x2 to x1 above all).
 # --warmup (default 8): load before the measured phase. Our Release build is JIT-compiled: for
 # the first 5-9 s under load its tiered compiler still recompiles hot methods (a third of a core
 # in the seconds 4-9 with two instances, nothing after 9 s), which a 2 s warm-up measured; the
@@ -31,6 +34,7 @@ tools=${POLICYLOAD_DIR:-$repo/../shared/tools/policyload}
 [ -d "$tools" ] || tools=$repo/../../shared/tools/policyload
 duration=10
 warmup=8
+rounds=1
 with_sqlgrey=1
 only=
 seeds=same
@@ -38,10 +42,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=$2; shift 2 ;;
         --warmup) warmup=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
         --skip-sqlgrey) with_sqlgrey=0; shift ;;
         --only) only=",$2,"; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) echo "usage: $0 [--duration SEC] [--warmup SEC] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--duration SEC] [--warmup SEC] [--rounds N] [--skip-sqlgrey] [--only SETUP,...] [--seeds same|per-host]" >&2; exit 2 ;;
     esac
 done
 [ -x /usr/sbin/sqlgrey ] || { echo "no /usr/sbin/sqlgrey: running without it" >&2; with_sqlgrey=0; }
@@ -244,31 +249,39 @@ PY
 
 setups=("ours-sqlite 1" "ours-pg 1" "ours-pg-x2 2")
 [ "$with_sqlgrey" = 1 ] && setups+=("sqlgrey-pg 1")
-for s in "${setups[@]}"; do
-    read -r setup instances <<<"$s"
-    [ -z "$only" ] || [[ "$only" == *",$setup,"* ]] || continue
-    run "100c 90% repeats" "$setup" "$instances" --triplets 10000 --mix 0.9 --prefill
-    run "100c all new" "$setup" "$instances" --mix 0
+for round in $(seq "$rounds"); do
+    [ "$rounds" = 1 ] || echo "round $round of $rounds" >&2
+    for s in "${setups[@]}"; do
+        read -r setup instances <<<"$s"
+        [ -z "$only" ] || [[ "$only" == *",$setup,"* ]] || continue
+        run "100c 90% repeats" "$setup" "$instances" --triplets 10000 --mix 0.9 --prefill
+        run "100c all new" "$setup" "$instances" --mix 0
+    done
 done
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average before the last run: see above"
-echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync and synchronous_commit on; ${duration}s per run after ${warmup}s warm-up; ours: $(dotnet "$ours_dll" --version)"
+echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync and synchronous_commit on; ${duration}s per run after ${warmup}s warm-up, $rounds round(s); ours: $(dotnet "$ours_dll" --version)"
 echo
 python3 - "$results" <<'PY'
-import sys, collections
+import sys, collections, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-by = collections.defaultdict(dict)
+runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for w, s, n, rps, p50, p99, cpu, req, err, t0, t1, lines, pgcpu in rows:
     req = float(req)
-    by[w][s] = dict(n=int(n), rps=float(rps), p50=float(p50), p99=float(p99),
-                    cpu=float(cpu) / req * 1e6 if req else 0, pg=float(pgcpu) / req * 1e6 if req else 0, err=err)
+    runs[w][s].append(dict(rps=float(rps), p50=float(p50), p99=float(p99), err=int(err),
+                           cpu=float(cpu) / req * 1e6 if req else 0, pg=float(pgcpu) / req * 1e6 if req else 0))
+# Several rounds: the median of each figure, the worst p99, the sum of errors, every run's req/s.
+med = lambda rs, k: statistics.median(r[k] for r in rs)
 names = {"ours-sqlite": "ours, SQLite", "ours-pg": "ours, PostgreSQL", "ours-pg-x2": "ours x2, one PostgreSQL", "sqlgrey-pg": "sqlgrey 1.8, PostgreSQL"}
-print("| workload | server | req/s | p50 µs | p99 µs | service CPU µs/req | PostgreSQL CPU µs/req | errors | vs sqlgrey |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-for w, servers in by.items():
-    for s, r in servers.items():
-        ratio = f"{r['rps'] / servers['sqlgrey-pg']['rps']:.0f}x" if "sqlgrey-pg" in servers and s != "sqlgrey-pg" else ""
-        pg = "" if s == "ours-sqlite" else f"{r['pg']:.0f}"
-        print(f"| {w} | {names[s]} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.0f} | {pg} | {r['err']} | {ratio} |")
+print("| workload | server | req/s | p50 µs | p99 µs (worst) | service CPU µs/req | PostgreSQL CPU µs/req | errors | vs sqlgrey | x2 / x1 | req/s of each run |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for w, servers in runs.items():
+    for s, rs in servers.items():
+        rps = med(rs, "rps")
+        ratio = f"{rps / med(servers['sqlgrey-pg'], 'rps'):.0f}x" if "sqlgrey-pg" in servers and s != "sqlgrey-pg" else ""
+        scale = f"{rps / med(servers['ours-pg'], 'rps'):.0%}" if s == "ours-pg-x2" and "ours-pg" in servers else ""
+        pg = "" if s == "ours-sqlite" else f"{med(rs, 'pg'):.0f}"
+        each = " / ".join(f"{r['rps']:.0f}" for r in rs)
+        print(f"| {w} | {names[s]} | {rps:.0f} | {med(rs, 'p50'):.0f} | {max(r['p99'] for r in rs):.0f} | {med(rs, 'cpu'):.0f} | {pg} | {sum(r['err'] for r in rs)} | {ratio} | {scale} | {each} |")
 PY

@@ -15,7 +15,8 @@ namespace Postgrey.Storage.PostgreSql;
 /// memory, one after the other; (2) one upsert per table over <c>unnest</c> arrays, and COMMIT.
 /// Callers are answered after COMMIT returned. The per-key advisory locks make decisions on one
 /// key linearizable across every host (they also cover rows that do not exist yet, which row
-/// locks cannot); on one host the single writer does it.
+/// locks cannot); on one host the single writer does it. Under load a batch waits up to
+/// <see cref="PostgreSqlStoreOptions.BatchWait"/> to hold <see cref="PostgreSqlStoreOptions.BatchTarget"/> decisions.
 /// </para>
 /// <para>
 /// When the server is unreachable, every decision fails at once with

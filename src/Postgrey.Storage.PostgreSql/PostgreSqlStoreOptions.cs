@@ -22,9 +22,10 @@ public sealed record PostgreSqlStoreOptions
     /// <summary>
     /// Under load (the previous batch held at least <see cref="LoadedBatch"/> decisions), a batch
     /// waits up to <see cref="BatchWait"/> for this many to be queued before it starts. A batch
-    /// costs about 170 µs of the service's CPU and 100 µs of PostgreSQL's whatever its size, so
-    /// small batches waste the CPU that a busy MX lacks: with two instances on one machine,
-    /// batches of 26 grew to 39-41 and throughput by 10-25% (docs/performance.md, session 9).
+    /// pays its round trips, BEGIN and COMMIT whatever its size, so small batches waste the CPU
+    /// that a busy MX lacks. With 100 connections split over two instances, batches of 26 grew
+    /// to 39-41 and the service's CPU per decision fell by 2-3 µs, PostgreSQL's by 3-4 µs; one
+    /// instance (batches of about 48) rarely waits (docs/performance.md, session 9).
     /// </summary>
     public int BatchTarget { get; init; } = 32;
 
