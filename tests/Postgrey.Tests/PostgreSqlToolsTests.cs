@@ -235,7 +235,9 @@ public sealed partial class PostgreSqlToolsTests(PostgresCluster cluster) : ICla
 
     /// <summary>Runs the tool on the SQLite dbdir and on the PostgreSQL copy; asserts that both
     /// succeed with identical output and returns it. stats prints the time it ran, to the second:
-    /// both run at once, and runs that straddle a second are made again.</summary>
+    /// both run at once, and runs that straddle a second are made again, whatever else differs
+    /// then (a triplet greylisted exactly --retry-window ago, as the fixture's müller@ is when
+    /// it runs in the second it was made, is "waiting" for one and "never retried" for the other).</summary>
     private static async Task<string> SameOnBothAsync(string[] args, string dbdir, string uri)
     {
         for (int attempt = 0; ; attempt++)
@@ -246,7 +248,7 @@ public sealed partial class PostgreSqlToolsTests(PostgresCluster cluster) : ICla
             var (exitPg, pg, errPg) = await onPostgreSql;
             Assert.True(exitLite == 0, $"{string.Join(' ', args)} --dbdir: {errLite}");
             Assert.True(exitPg == 0, $"{string.Join(' ', args)} --db: {errPg}");
-            if (lite != pg && attempt < 9 && args[0] == "stats" && Timeless(lite) == Timeless(pg))
+            if (lite != pg && attempt < 9 && args[0] == "stats" && TimesOf(lite) != TimesOf(pg))
             {
                 continue;
             }
@@ -254,7 +256,7 @@ public sealed partial class PostgreSqlToolsTests(PostgresCluster cluster) : ICla
             return pg;
         }
 
-        static string Timeless(string output) => Times().Replace(output, "T");
+        static string TimesOf(string output) => string.Join(' ', Times().Matches(output).Select(m => m.Value));
     }
 
     [GeneratedRegex(@"(?<=since"":? )\d+|(?<=""now"": )\d+|(?<=since )\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")]
