@@ -144,14 +144,7 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
     public async Task FetchMissingAsync()
     {
         ExtraReads += _missingTriplets.Count + _missingClients.Count;
-        foreach (string key in _missingTriplets)
-        {
-            _triplets[key] = null;
-        }
-        foreach (string key in _missingClients)
-        {
-            _clients[key] = null;
-        }
+        Loaded(_missingTriplets, _missingClients);
         using var read = new NpgsqlBatch(connection)
         {
             BatchCommands = { LockCommand(KeyRecorder.LockIds(_missingTriplets, _missingClients)), ReadCommand(_missingTriplets, _missingClients) },
@@ -172,13 +165,15 @@ internal sealed class BatchView(NpgsqlConnection connection) : IGreylistTransact
         _missingClients.Clear();
     }
 
-    public void Loaded(KeyRecorder keys)
+    /// <summary>Marks the keys as read (absent until a row of the read says otherwise), so that
+    /// a decision asking for one finds it here and does not stop.</summary>
+    public void Loaded(IEnumerable<string> triplets, IEnumerable<string> clients)
     {
-        foreach (string key in keys.Triplets)
+        foreach (string key in triplets)
         {
             _triplets[key] = null;
         }
-        foreach (string key in keys.Clients)
+        foreach (string key in clients)
         {
             _clients[key] = null;
         }

@@ -526,7 +526,7 @@ public sealed partial class PostgreSqlGreylistStore : IGreylistStore, IDisposabl
             item.Record(_keys);
         }
         view.Clear();
-        view.Loaded(_keys);
+        view.Loaded(_keys.Triplets, _keys.Clients);
 
         // Round trip 1: BEGIN, the locks, the rows.
         using (var read = new NpgsqlBatch(connection))

@@ -14,9 +14,12 @@ public sealed class PostgreSqlGreylistStoreTests(PostgresCluster cluster) : ICla
 {
     private readonly List<IDisposable> _disposables = [];
 
-    private PostgreSqlGreylistStore Open(string database, ILogger? logger = null, int stepRows = 2000)
+    private PostgreSqlGreylistStore Open(string database, ILogger? logger = null, int stepRows = 2000) =>
+        Open(PostgreSqlStores.Options(cluster, database, stepRows: stepRows), logger);
+
+    private PostgreSqlGreylistStore Open(PostgreSqlStoreOptions options, ILogger? logger = null)
     {
-        var store = PostgreSqlGreylistStore.Open(PostgreSqlStores.Options(cluster, database, stepRows: stepRows), logger ?? NullLogger.Instance);
+        var store = PostgreSqlGreylistStore.Open(options, logger ?? NullLogger.Instance);
         _disposables.Add(store);
         return store;
     }
@@ -71,13 +74,8 @@ public sealed class PostgreSqlGreylistStoreTests(PostgresCluster cluster) : ICla
     }
 
     /// <summary>A store whose batches, under load, wait up to <paramref name="wait"/> for 10 decisions.</summary>
-    private PostgreSqlGreylistStore OpenGathering(string database, TimeSpan wait)
-    {
-        var options = PostgreSqlStores.Options(cluster, database, timeout: TimeSpan.FromMinutes(2)) with { BatchTarget = 10, BatchWait = wait, LoadedBatch = 8 };
-        var store = PostgreSqlGreylistStore.Open(options, NullLogger.Instance);
-        _disposables.Add(store);
-        return store;
-    }
+    private PostgreSqlGreylistStore OpenGathering(string database, TimeSpan wait) =>
+        Open(PostgreSqlStores.Options(cluster, database, timeout: TimeSpan.FromMinutes(2)) with { BatchTarget = 10, BatchWait = wait, LoadedBatch = 8 });
 
     private static ValueTask<int> Save(PostgreSqlGreylistStore store, string key) =>
         Run(store, tx => { tx.SaveTriplet(key, new TripletRecord(1, 1)); return 0; });
